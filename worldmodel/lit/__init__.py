@@ -1,0 +1,1 @@
+"""LightningModules that wrap the plain models for training."""

@@ -1,0 +1,44 @@
+"""Small pieces both LightningModules share: finite-loss guard, image logging, PSNR."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch.loggers import Logger, WandbLogger
+from PIL import Image
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN/Inf; training stops rather than corrupting the weights."""
+
+
+def check_finite(losses: dict[str, torch.Tensor], step: int) -> None:
+    for name, value in losses.items():
+        if not torch.isfinite(value).all():
+            raise NonFiniteLossError(
+                f"loss term '{name}' is {value.item()} at global step {step}; the last "
+                "checkpoint is kept; lower the learning rate or resume from it with ckpt_path="
+            )
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean per-image PSNR in dB for images in [0, 1]."""
+    mse = (reconstruction.clamp(0, 1) - target).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean()
+
+
+def to_uint8_image(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [0, 1] -> one (H, N*W, 3) uint8 strip."""
+    strip = torch.cat(list(images.detach().float().clamp(0, 1).cpu()), dim=-1)
+    return (strip.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def log_image(loggers: list[Logger], key: str, image: np.ndarray, step: int) -> None:
+    """W&B gets a media panel; any logger with a directory (CSV) gets a PNG file."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[image], step=step)
+        elif getattr(logger, "log_dir", None):
+            path = Path(logger.log_dir) / "media" / f"{key.replace('/', '_')}_{step:07d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(path)

@@ -1,0 +1,144 @@
+"""Trains the VQ-VAE tokenizer: L1 (foreground-weighted) + codebook + commitment + LPIPS."""
+
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from worldmodel.lit.common import check_finite, log_image, psnr, to_uint8_image
+from worldmodel.models.perceptual import PerceptualLoss
+from worldmodel.models.quantizer import codebook_stats
+from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig, to_float_frames
+
+
+@dataclass
+class TokenizerLoss:
+    l1_weight: float = 1.0
+    # Pixels that differ from the background (ball, paddles, score) count 1 + this much:
+    # the ball is a faint 1-2 pixel smudge at 64x64 and plain L1 barely notices losing it.
+    foreground_weight: float = 10.0
+    foreground_threshold: float = 0.02
+    codebook_weight: float = 1.0
+    commitment_weight: float = 0.25
+    perceptual_weight: float = 1.0
+    perceptual_net: str = "alex"
+
+
+def foreground_mask(frames: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W) bool: pixels away from the frame's background colour.
+
+    The background is the per-channel median, which is the dominant colour in games whose
+    playfield is mostly one colour (Pong's brown).
+    """
+    background = frames.flatten(2).median(dim=2).values[..., None, None]
+    return (frames - background).abs().amax(dim=1, keepdim=True) > threshold
+
+
+class TokenizerModule(L.LightningModule):
+    """`model` and `loss` are plain dicts (TokenizerConfig / TokenizerLoss fields), so the
+    checkpoint's hyper-parameters load with `torch.load(weights_only=True)`."""
+
+    def __init__(
+        self,
+        model: dict,
+        loss: dict,
+        lr: float = 3e-4,
+        weight_decay: float = 0.0,
+        image_log_every_n_steps: int = 500,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer = Tokenizer(TokenizerConfig(**model))
+        self.loss_cfg = loss = TokenizerLoss(**loss)
+        self.perceptual = (
+            PerceptualLoss(loss.perceptual_net) if loss.perceptual_weight > 0 else None
+        )
+        self.lr, self.weight_decay = lr, weight_decay
+        self.image_log_every_n_steps = image_log_every_n_steps
+        self._val_token_counts: torch.Tensor | None = None
+
+    def losses(
+        self, frames: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        target = to_float_frames(frames)
+        out = self.tokenizer(target)
+        recon = out.reconstruction
+        cfg = self.loss_cfg
+        weights = 1.0 + cfg.foreground_weight * foreground_mask(target, cfg.foreground_threshold)
+        l1 = ((recon - target).abs() * weights).mean() / weights.mean()
+        terms = {
+            "l1": cfg.l1_weight * l1,
+            "codebook": cfg.codebook_weight * out.quantized.codebook_loss,
+            "commitment": cfg.commitment_weight * out.quantized.commitment_loss,
+        }
+        if self.perceptual is not None:
+            terms["perceptual"] = cfg.perceptual_weight * self.perceptual(recon.clamp(0, 1), target)
+        return terms, recon, out.quantized.tokens
+
+    def training_step(self, frames: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        terms, recon, tokens = self.losses(frames)
+        check_finite(terms, self.global_step)
+        loss = sum(terms.values())
+        stats = codebook_stats(tokens, self.tokenizer.cfg.num_codes)
+        self.log_dict({f"train/{k}": v for k, v in terms.items()})
+        self.log_dict(
+            {
+                "train/loss": loss,
+                "train/codebook_usage": stats["usage"],
+                "train/perplexity": stats["perplexity"],
+            },
+            prog_bar=True,
+        )
+        if self.global_step % self.image_log_every_n_steps == 0:
+            self._log_grid("train/reconstructions", to_float_frames(frames), recon)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_token_counts = torch.zeros(self.tokenizer.cfg.num_codes, device=self.device)
+
+    def validation_step(self, frames: torch.Tensor, batch_idx: int) -> None:
+        terms, recon, tokens = self.losses(frames)
+        target = to_float_frames(frames)
+        self._val_token_counts += torch.bincount(
+            tokens.flatten(), minlength=len(self._val_token_counts)
+        )
+        self.log_dict({f"val/{k}": v for k, v in terms.items()})
+        self.log_dict(
+            {
+                "val/loss": sum(terms.values()),
+                "val/psnr": psnr(recon, target),
+                "val/mae": F.l1_loss(recon.clamp(0, 1), target),
+            },
+            prog_bar=True,
+        )
+        if batch_idx == 0:
+            self._log_grid("val/reconstructions", target, recon)
+
+    def on_validation_epoch_end(self) -> None:
+        counts = self._val_token_counts
+        probs = counts / counts.sum().clamp_min(1)
+        entropy = -(probs * probs.clamp_min(1e-12).log()).sum()
+        self.log_dict(
+            {"val/codebook_usage": (counts > 0).float().mean(), "val/perplexity": entropy.exp()}
+        )
+
+    def _log_grid(self, key: str, target: torch.Tensor, recon: torch.Tensor, n: int = 8) -> None:
+        target, recon = target[:n], recon[:n].clamp(0, 1)
+        rows = [to_uint8_image(x) for x in (target, recon, (recon - target).abs())]
+        log_image(self.loggers, key, np.concatenate(rows, axis=0), self.global_step)
+
+    # The frozen LPIPS weights always come from their own files (see models/perceptual.py):
+    # keep those 9 MB out of every checkpoint, and fill them back in when loading one.
+    def state_dict(self, *args, **kwargs) -> dict:
+        state = super().state_dict(*args, **kwargs)
+        return {k: v for k, v in state.items() if not k.startswith("perceptual.")}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        frozen = {k: v for k, v in super().state_dict().items() if k.startswith("perceptual.")}
+        return super().load_state_dict({**frozen, **state_dict}, strict=strict, assign=assign)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.tokenizer.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)

@@ -1,0 +1,1 @@
+"""Plain nn.Modules: no Lightning, Hydra or gym in here."""

@@ -1,0 +1,90 @@
+"""Vector quantizer with a straight-through gradient and a remedy for codebook collapse.
+
+Collapse (a few codes used, the rest never updated) is the known VQ failure. Two remedies,
+both switchable so their effect can be measured: cosine codes (encoder outputs and codes
+l2-normalised, so no code can sit far away from all encoder outputs) and dead-code
+revival (codes unused for a while are moved onto random encoder outputs of the batch).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class QuantizerOutput:
+    z_q: torch.Tensor  # (B, D, h, w) quantized, carrying the straight-through gradient
+    tokens: torch.Tensor  # (B, h*w) code indices
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(
+        self,
+        num_codes: int = 512,
+        dim: int = 512,
+        cosine: bool = True,
+        revive_dead_codes: bool = True,
+        dead_after_steps: int = 200,
+    ) -> None:
+        super().__init__()
+        self.num_codes, self.dim, self.cosine = num_codes, dim, cosine
+        self.revive_dead_codes, self.dead_after_steps = revive_dead_codes, dead_after_steps
+        self.codebook = nn.Embedding(num_codes, dim)
+        nn.init.uniform_(self.codebook.weight, -1.0 / num_codes, 1.0 / num_codes)
+        # Training steps since each code was last chosen (for revival and usage stats).
+        self.register_buffer("idle_steps", torch.zeros(num_codes, dtype=torch.long))
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1) if self.cosine else x
+
+    def codes(self) -> torch.Tensor:
+        return self._prepare(self.codebook.weight)
+
+    def lookup(self, tokens: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """(B, h*w) indices -> (B, D, h, w) code vectors."""
+        z_q = self.codes()[tokens]
+        return z_q.reshape(tokens.shape[0], *shape, self.dim).permute(0, 3, 1, 2)
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        b, d, h, w = z.shape
+        flat = self._prepare(z.permute(0, 2, 3, 1).reshape(-1, d))
+        codes = self.codes()
+        distances = (
+            flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)[None, :]
+        )
+        tokens = distances.argmin(dim=1)
+        z_q_flat = codes[tokens]
+
+        codebook_loss = F.mse_loss(z_q_flat, flat.detach())
+        commitment_loss = F.mse_loss(flat, z_q_flat.detach())
+        # Straight-through: the forward pass uses z_q, the gradient flows to z unchanged.
+        z_q_flat = flat + (z_q_flat - flat).detach()
+        if self.training:
+            self._track_usage(tokens, flat.detach())
+        z_q = z_q_flat.reshape(b, h, w, d).permute(0, 3, 1, 2)
+        return QuantizerOutput(z_q, tokens.reshape(b, h * w), codebook_loss, commitment_loss)
+
+    @torch.no_grad()
+    def _track_usage(self, tokens: torch.Tensor, flat: torch.Tensor) -> None:
+        used = torch.zeros_like(self.idle_steps, dtype=torch.bool)
+        used[tokens] = True
+        self.idle_steps = torch.where(used, 0, self.idle_steps + 1)
+        if not self.revive_dead_codes:
+            return
+        dead = (self.idle_steps > self.dead_after_steps).nonzero().squeeze(1)
+        if len(dead) > 0:
+            picks = torch.randint(len(flat), (len(dead),), device=flat.device)
+            self.codebook.weight[dead] = flat[picks]
+            self.idle_steps[dead] = 0
+
+
+def codebook_stats(tokens: torch.Tensor, num_codes: int) -> dict[str, torch.Tensor]:
+    """Fraction of codes used in `tokens` and the perplexity of their distribution."""
+    counts = torch.bincount(tokens.flatten(), minlength=num_codes).float()
+    probs = counts / counts.sum()
+    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
+    return {"usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}

@@ -1,0 +1,77 @@
+"""The discrete autoencoder: a frame <-> a small grid of codebook indices (tokens)."""
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from worldmodel.models.autoencoder import AutoencoderConfig, Decoder, Encoder
+from worldmodel.models.quantizer import QuantizerOutput, VectorQuantizer
+
+
+@dataclass
+class TokenizerConfig:
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    num_codes: int = 512
+    code_dim: int = 512
+    cosine_codes: bool = True
+    revive_dead_codes: bool = True
+    dead_after_steps: int = 200
+
+    def __post_init__(self) -> None:
+        if isinstance(self.autoencoder, dict):
+            self.autoencoder = AutoencoderConfig(**self.autoencoder)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.autoencoder.latent_resolution**2
+
+
+def to_float_frames(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) or float (..., 3, H, W) in [0, 1] -> float (..., 3, H, W) in [0, 1]."""
+    if frames.dtype == torch.uint8:
+        return frames.movedim(-1, -3).float() / 255.0
+    return frames
+
+
+@dataclass
+class TokenizerOutput:
+    reconstruction: torch.Tensor  # (B, 3, H, W) in [0, 1] (unclamped while training)
+    quantized: QuantizerOutput
+
+
+class Tokenizer(nn.Module):
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        ae = cfg.autoencoder
+        self.encoder = Encoder(ae)
+        self.pre_quant = nn.Conv2d(ae.z_channels, cfg.code_dim, 1)
+        self.quantizer = VectorQuantizer(
+            cfg.num_codes,
+            cfg.code_dim,
+            cfg.cosine_codes,
+            cfg.revive_dead_codes,
+            cfg.dead_after_steps,
+        )
+        self.post_quant = nn.Conv2d(cfg.code_dim, ae.z_channels, 1)
+        self.decoder = Decoder(ae)
+        self.latent_shape = (ae.latent_resolution, ae.latent_resolution)
+
+    def forward(self, frames: torch.Tensor) -> TokenizerOutput:
+        x = to_float_frames(frames) * 2 - 1
+        quantized = self.quantizer(self.pre_quant(self.encoder(x)))
+        reconstruction = (self.decoder(self.post_quant(quantized.z_q)) + 1) / 2
+        return TokenizerOutput(reconstruction, quantized)
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames (B, H, W, 3) uint8 or (B, 3, H, W) float in [0, 1] -> tokens (B, K) long."""
+        x = to_float_frames(frames) * 2 - 1
+        return self.quantizer(self.pre_quant(self.encoder(x))).tokens
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, K) -> frames (B, 3, H, W) float in [0, 1]."""
+        z_q = self.quantizer.lookup(tokens, self.latent_shape)
+        return ((self.decoder(self.post_quant(z_q)) + 1) / 2).clamp(0, 1)

@@ -1,0 +1,89 @@
+"""The Hydra entry point: `python -m worldmodel.train [+exp=NAME] [overrides]`.
+
+Two stages, as in IRIS but not interleaved: the tokenizer trains first and is frozen, then
+the world model learns on its (stable) tokens. `stage=` runs one of them.
+"""
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from worldmodel.envs import EnvSpec
+
+log = logging.getLogger(__name__)
+STAGES = ("tokenizer", "world_model")
+
+
+def make_loggers(cfg: DictConfig, stage: str) -> list:
+    if not cfg.get("logger"):
+        return []
+    return [instantiate(cfg.logger, name=stage)]
+
+
+def make_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> list:
+    callbacks = []
+    for name, callback_cfg in (cfg.get("callbacks") or {}).items():
+        extra = {"dirpath": str(checkpoint_dir)} if name == "checkpoint" else {}
+        callbacks.append(instantiate(callback_cfg, **extra))
+    return callbacks
+
+
+def resume_path(cfg: DictConfig, checkpoint_dir: Path) -> str | None:
+    """`ckpt_path=last` resumes from this stage's last.ckpt if there is one."""
+    if cfg.ckpt_path == "last":
+        last = checkpoint_dir / "last.ckpt"
+        return str(last) if last.exists() else None
+    return cfg.ckpt_path
+
+
+def fit_stage(
+    cfg: DictConfig, stage: str, module: L.LightningModule, spec: EnvSpec, **data_overrides
+) -> tuple[L.Trainer, Path]:
+    """Train one stage on the streaming data; returns the trainer and its last checkpoint."""
+    stage_cfg = cfg[stage]
+    stage_dir = Path(cfg.paths.output_dir) / stage
+    checkpoint_dir = stage_dir / "checkpoints"
+    datamodule = instantiate(cfg.data, env=spec, batch_size=stage_cfg.batch_size, **data_overrides)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        max_steps=stage_cfg.max_steps,
+        default_root_dir=str(stage_dir),
+        logger=make_loggers(cfg, stage) or False,
+        callbacks=make_callbacks(cfg, checkpoint_dir),
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, checkpoint_dir))
+    last = checkpoint_dir / "last.ckpt"
+    trainer.save_checkpoint(last)
+    log.info("%s stage done: %s", stage, last)
+    return trainer, last
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Run the configured stage(s); returns the last stage's validation loss (for sweeps)."""
+    if cfg.stage not in (*STAGES, "all"):
+        raise ValueError(f"stage must be one of {STAGES + ('all',)}, got {cfg.stage!r}")
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(cfg.torch_threads)
+    L.seed_everything(cfg.seed, workers=True)
+    spec: EnvSpec = instantiate(cfg.env)
+    metric = None
+    if cfg.stage in ("tokenizer", "all"):
+        trainer, _ = fit_stage(
+            cfg, "tokenizer", instantiate(cfg.tokenizer.module), spec, mode="frames"
+        )
+        metric = trainer.callback_metrics.get("val/loss")
+    return None if metric is None else float(metric)
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
