@@ -11,8 +11,9 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from worldmodel.bundle import load_tokenizer, save_bundle
 from worldmodel.envs import EnvSpec
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,41 @@ def run(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     spec: EnvSpec = instantiate(cfg.env)
     metric = None
+    tokenizer_ckpt = cfg.tokenizer_ckpt
     if cfg.stage in ("tokenizer", "all"):
-        trainer, _ = fit_stage(
+        trainer, tokenizer_ckpt = fit_stage(
             cfg, "tokenizer", instantiate(cfg.tokenizer.module), spec, mode="frames"
         )
         metric = trainer.callback_metrics.get("val/loss")
+    if cfg.stage in ("world_model", "all"):
+        if tokenizer_ckpt is None:
+            raise ValueError(
+                "stage=world_model needs tokenizer_ckpt=PATH (a tokenizer checkpoint or bundle)"
+            )
+        tokenizer = load_tokenizer(tokenizer_ckpt)
+        meanings = spec.action_meanings()
+        module = instantiate(
+            cfg.world_model.module, tokenizer=tokenizer, model={"num_actions": len(meanings)}
+        )
+        trainer, _ = fit_stage(
+            cfg,
+            "world_model",
+            module,
+            spec,
+            mode="segments",
+            seq_len=cfg.world_model.seq_len,
+            tokenizer=tokenizer,
+        )
+        metric = trainer.callback_metrics.get("val/loss")
+        bundle = save_bundle(
+            Path(cfg.paths.output_dir) / "bundle.ckpt",
+            tokenizer,
+            module.world_model,
+            spec,
+            meanings,
+            OmegaConf.to_yaml(cfg),
+        )
+        log.info("bundle written: %s", bundle)
     return None if metric is None else float(metric)
 
 

@@ -43,6 +43,13 @@ class EnvSpec:
                 f"unknown game id {self.game_id!r} ({err}); ALE ids look like 'ALE/Pong-v5'"
             ) from err
 
+    def action_meanings(self) -> tuple[str, ...]:
+        env = self.make()
+        try:
+            return tuple(env.unwrapped.get_action_meanings())
+        finally:
+            env.close()
+
     def to_dict(self) -> dict:
         return asdict(self)
 

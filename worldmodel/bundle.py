@@ -1,0 +1,127 @@
+"""The bundle: one file with everything needed to play or evaluate a trained model.
+
+It holds the tokenizer, the world model, their configs, the env spec and the training
+config, as plain tensors/dicts/strings: it loads with `torch.load(weights_only=True)`,
+which refuses any pickle that would run code.
+"""
+
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from worldmodel.envs.atari import EnvSpec
+from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig
+from worldmodel.models.world_model import WorldModel, WorldModelConfig
+
+FORMAT = "worldmodel-bundle"
+VERSION = 1
+
+
+class BundleError(ValueError):
+    """A file that is not a usable bundle; the message is one line a person can act on."""
+
+
+@dataclass
+class Bundle:
+    tokenizer: Tokenizer
+    world_model: WorldModel | None
+    spec: EnvSpec
+    action_meanings: tuple[str, ...]
+    train_config: str  # the resolved Hydra config (YAML) that produced it
+
+
+def save_bundle(
+    path: str | Path,
+    tokenizer: Tokenizer,
+    world_model: WorldModel | None,
+    spec: EnvSpec,
+    action_meanings: tuple[str, ...],
+    train_config: str = "",
+) -> Path:
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "tokenizer": {"config": asdict(tokenizer.cfg), "state_dict": tokenizer.state_dict()},
+        "world_model": None
+        if world_model is None
+        else {"config": asdict(world_model.cfg), "state_dict": world_model.state_dict()},
+        "env": spec.to_dict(),
+        "action_meanings": list(action_meanings),
+        "train_config": train_config,
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a crash never leaves half a bundle
+    return path
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise BundleError(f"{path}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0]
+        raise BundleError(
+            f"{path}: refused to load, the file holds more than weights "
+            f"(it would run code on load): {first}"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise BundleError(
+            f"{path}: not a readable checkpoint (truncated or corrupt?): {str(err).splitlines()[0]}"
+        ) from err
+    if not isinstance(payload, dict):
+        raise BundleError(f"{path}: not a worldmodel bundle")
+    return payload
+
+
+def load_bundle(
+    path: str | Path, device: str | torch.device = "cpu", require_world_model: bool = True
+) -> Bundle:
+    path = Path(path)
+    payload = _read(path)
+    if payload.get("format") != FORMAT:
+        hint = (
+            " (it is a Lightning training checkpoint: bundles are written as bundle.ckpt "
+            "in the run directory)"
+            if "state_dict" in payload
+            else ""
+        )
+        raise BundleError(f"{path}: not a worldmodel bundle{hint}")
+    tokenizer = Tokenizer(TokenizerConfig(**payload["tokenizer"]["config"]))
+    tokenizer.load_state_dict(payload["tokenizer"]["state_dict"])
+    world_model = None
+    if payload["world_model"] is not None:
+        world_model = WorldModel(WorldModelConfig(**payload["world_model"]["config"]))
+        world_model.load_state_dict(payload["world_model"]["state_dict"])
+        world_model.to(device).eval()
+    elif require_world_model:
+        raise BundleError(f"{path}: holds a tokenizer only, no world model")
+    return Bundle(
+        tokenizer.to(device).eval(),
+        world_model,
+        EnvSpec(**payload["env"]),
+        tuple(payload["action_meanings"]),
+        payload.get("train_config", ""),
+    )
+
+
+def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
+    """A tokenizer from a bundle or from a tokenizer stage's Lightning checkpoint."""
+    path = Path(path)
+    payload = _read(path)
+    if payload.get("format") == FORMAT:
+        return load_bundle(path, device, require_world_model=False).tokenizer
+    hparams = payload.get("hyper_parameters", {})
+    if "model" not in hparams or "autoencoder" not in hparams["model"]:
+        raise BundleError(f"{path}: neither a bundle nor a tokenizer checkpoint")
+    tokenizer = Tokenizer(TokenizerConfig(**hparams["model"]))
+    prefix = "tokenizer."
+    tokenizer.load_state_dict(
+        {k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+    )
+    return tokenizer.to(device).eval()

@@ -1,0 +1,327 @@
+"""Find the ball, both paddles and the score in (downscaled) Pong frames, by colour.
+
+Used to score a world model's frames against real ones (and real frames against the
+emulator RAM): is the ball where it should be, are the paddles at the right height, does
+the score read the same.
+
+Full-frame (210x160) layout of ALE Pong, measured on real frames from `AtariBatch`:
+
+* background (144, 72, 17) everywhere except what follows;
+* score digits in rows 1-20 (opponent orange on the left, player green on the right; the
+  top wall starts at row 24); row 0, columns 0-7 hold the black HMOVE bar;
+* walls (236, 236, 236): rows 24-33 and 194-209, so the playfield is rows 34-193;
+* opponent paddle (213, 130, 74) in columns 16-19, player paddle (92, 186, 92) in columns
+  140-143, both 16 rows tall and hidden where they overlap a wall or the score area;
+* ball (236, 236, 236), 2 columns x 4 rows, also hidden behind the walls.
+
+The first frame of every episode (straight after reset) uses a different palette (olive
+background, blue player paddle); the detector does not handle it.
+
+After the area resize to 64x64 a screen pixel averages 3.28 x 2.5 full-frame pixels, so the
+2x4 ball never fills a pixel: its brightest pixel carries between 11% (worst) and 54%
+(median) of the ball's full contrast. The ball is therefore found by its deviation from the
+background along the white direction, not by looking for white pixels. All geometry below
+is derived from the input frame size with the same area weights the resize uses.
+"""
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from worldmodel.envs.resize import area_weights
+
+FULL_H, FULL_W = 210, 160
+BACKGROUND = np.array([144, 72, 17], np.float32)
+WHITE = np.array([236, 236, 236], np.float32)  # ball and walls
+PLAYER_COLOUR = np.array([92, 186, 92], np.float32)
+OPPONENT_COLOUR = np.array([213, 130, 74], np.float32)
+SCORE_ROWS = (0, 24)  # [start, stop) full-frame rows above the top wall
+PLAYFIELD_ROWS = (34, 194)  # between the walls; the ball and paddles are visible only here
+PLAYER_COLS = (140, 144)
+OPPONENT_COLS = (16, 20)
+PADDLE_HEIGHT = 16
+BALL_H, BALL_W = 4, 2
+
+# RAM addresses and their offsets to full-frame pixels, calibrated on ~4,000 frames of
+# tracker play (experiment in the commit that added this file):
+# * ball: left column = ram[49] - 49 (always), top row = ram[54] - 14 (93%; in the rest the
+#   ball is drawn one row higher, 0.3 px at 64x64). ram[54] == 0 means no ball.
+# * opponent paddle: top row = ram[50] - 15 (always).
+# * player paddle: drawn on even rows only: top row = ram[51] - 13 rounded down to even.
+RAM_BALL_X, RAM_BALL_Y, RAM_OPPONENT_Y, RAM_PLAYER_Y = 49, 54, 50, 51
+BALL_X_OFFSET, BALL_Y_OFFSET = -49, -14
+OPPONENT_TOP_OFFSET, PLAYER_TOP_OFFSET = -15, -13
+# A paddle counts as visible when at least this many of its full-frame rows are in the
+# playfield; the detector's mass threshold below sits between one and two such rows.
+MIN_PADDLE_ROWS = 2
+
+# Ball thresholds, in units of "fraction of the ball's full contrast" (white minus
+# background). Measured on real 64x64 frames: the ball's brightest pixel carries >= 0.11
+# (a ball clipped to one row by a wall), >= 0.25 for 99% of frames, 0.55 median; its
+# 3x2-pixel mass is 0.975 when whole and >= 0.245 when clipped. Gaussian noise of std 2
+# per channel gives a per-pixel std of 0.0066 (white projection) and maxima over ~1e6
+# pixels of 0.035 (pixel) and 0.08 (3x2 mass). The peak threshold sits halfway between
+# that noise floor and the faintest real ball, and because mass >= peak a ball whose
+# brightest pixel carries >= 10% is always found.
+BALL_PEAK_THRESHOLD = 0.07
+BALL_MASS_THRESHOLD = 0.10
+# Paddle colour mass (in 64x64 pixels' worth of paddle, summed over a paddle-length
+# window) needed to call a paddle visible: one full-frame row of paddle is 0.49 at 64x64,
+# two are 0.98 (MIN_PADDLE_ROWS); noise of std 2 stays below ~0.5 for the (noisier)
+# orange paddle.
+PADDLE_MASS_FRACTION = 0.65  # of the mass of MIN_PADDLE_ROWS rows
+# Score regions agree when no 2x2 block's digit ink differs by more than this (pixels'
+# worth of ink). The smallest digit change moves >= 1.9; noise of std 2 moves <= 0.15.
+SCORE_TOLERANCE = 0.6
+
+
+@dataclass
+class PongObjects:
+    """What the detector sees in a batch of frames (one entry per frame)."""
+
+    ball_present: np.ndarray  # (B,) bool
+    ball_xy: np.ndarray  # (B, 2) float, (col, row) pixel coords, pixel centres at integers
+    player_y: np.ndarray  # (B,) float, centre row of the visible part, nan when hidden
+    opponent_y: np.ndarray  # (B,) float, same for the left paddle
+    score_region: np.ndarray  # (B, h, W) float32 digit ink (pixels' worth of digit colour)
+
+
+def _to_pixels(full: np.ndarray, n_full: int, n: int) -> np.ndarray:
+    """Continuous full-frame coordinate -> pixel coordinate at size n (centres at k)."""
+    return full * (n / n_full) - 0.5
+
+
+def _unmix_row(colours: list[np.ndarray], which: int) -> np.ndarray:
+    """Row of the least-squares unmixing of (pixel - background) into `colours`."""
+    basis = np.stack([c - BACKGROUND for c in colours], axis=1)  # (3, k)
+    return np.linalg.pinv(basis)[which].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Where things are at one frame size (derived from the full-frame layout)."""
+
+    height: int
+    width: int
+    ball_rows: np.ndarray  # (H,) bool: rows the ball can be seen in
+    score_rows: int  # rows [0, score_rows) lie entirely above the top wall
+    paddle_cols: dict[str, np.ndarray]  # side -> column indices the paddle covers
+    band_cols: dict[str, np.ndarray]  # side -> paddle columns +- 1 (reconstruction blur)
+    paddle_row_mass: float  # colour mass of one full-frame paddle row at this size
+    paddle_window: int  # rows spanned by a whole paddle, + 1
+    ball_window: tuple[int, int]  # (rows, cols) spanned by the ball at any sub-pixel offset
+
+
+@functools.lru_cache(maxsize=8)
+def _geometry(height: int, width: int) -> _Geometry:
+    rows = area_weights(FULL_H, height)  # (H, 210): coverage of full rows by each row
+    cols = area_weights(FULL_W, width)
+    ball_rows = rows[:, slice(*PLAYFIELD_ROWS)].sum(1) > 0
+    score_rows = int(np.argmin(rows[:, slice(*SCORE_ROWS)].sum(1) > 0.999))
+
+    def columns(span: tuple[int, int]) -> np.ndarray:
+        return np.flatnonzero(cols[:, slice(*span)].sum(1) > 0)
+
+    paddle_cols = {"player": columns(PLAYER_COLS), "opponent": columns(OPPONENT_COLS)}
+    band_cols = {
+        side: np.arange(max(c[0] - 1, 0), min(c[-1] + 2, width)) for side, c in paddle_cols.items()
+    }
+    row_scale, col_scale = FULL_H / height, FULL_W / width
+    return _Geometry(
+        height=height,
+        width=width,
+        ball_rows=ball_rows,
+        score_rows=score_rows,
+        paddle_cols=paddle_cols,
+        band_cols=band_cols,
+        # A paddle row is 4 full columns wide, all inside `paddle_cols`.
+        paddle_row_mass=(PLAYER_COLS[1] - PLAYER_COLS[0]) / (row_scale * col_scale),
+        paddle_window=int(np.ceil(PADDLE_HEIGHT / row_scale)) + 1,
+        ball_window=(int(np.ceil(BALL_H / row_scale)) + 1, int(np.ceil(BALL_W / col_scale)) + 1),
+    )
+
+
+_SIDES = {"player": PLAYER_COLOUR, "opponent": OPPONENT_COLOUR}
+# Projection onto the white direction: the least noisy estimate of "how much ball" where
+# only background and ball can be (noise std is divided by |white - background| = 289).
+_WHITE_PROJECTION = ((WHITE - BACKGROUND) / np.sum((WHITE - BACKGROUND) ** 2)).astype(np.float32)
+# Near a paddle a pixel mixes background, paddle colour and (maybe) ball: unmix both.
+# The paddle colours project 0.34-0.36 onto white, so plain projection would see balls there.
+_WHITE_UNMIX = {side: _unmix_row([WHITE, colour], 0) for side, colour in _SIDES.items()}
+_PADDLE_UNMIX = {side: _unmix_row([WHITE, colour], 1) for side, colour in _SIDES.items()}
+_SCORE_PROJECTION = {
+    side: ((c - BACKGROUND) / np.sum((c - BACKGROUND) ** 2)).astype(np.float32)
+    for side, c in _SIDES.items()
+}
+
+
+def _window_argmax(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and sum of the best `window`-long run along the last axis of (B, N)."""
+    sums = sliding_window_view(values, window, axis=1).sum(-1)
+    start = sums.argmax(1)
+    return start, sums[np.arange(len(values)), start]
+
+
+def _find_paddle(
+    delta: np.ndarray, geo: _Geometry, side: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre row (nan when hidden), and the [start, stop) rows of the paddle window."""
+    cols = geo.paddle_cols[side]
+    mass = delta[:, :, cols] @ _PADDLE_UNMIX[side]  # (B, H, C) paddle colour fraction
+    mass = np.where(geo.ball_rows[None, :, None], mass, 0.0).sum(-1)  # (B, H) row profile
+    # The best paddle-length window, so that a stray ghost elsewhere does not pull the
+    # centroid away from the paddle.
+    start, total = _window_argmax(mass, geo.paddle_window)
+    offsets = np.arange(geo.paddle_window)
+    rows = start[:, None] + offsets
+    weights = np.clip(np.take_along_axis(mass, rows, axis=1), 0.0, None)
+    centre = (weights * rows).sum(1) / np.maximum(weights.sum(1), 1e-6)
+    visible = total >= PADDLE_MASS_FRACTION * MIN_PADDLE_ROWS * geo.paddle_row_mass
+    return np.where(visible, centre, np.nan), np.where(visible, start, 0), visible
+
+
+def _score_ink(delta: np.ndarray, geo: _Geometry) -> np.ndarray:
+    """(B, h, W) digit ink above the top wall: orange on the left half, green on the right."""
+    top = delta[:, : geo.score_rows]
+    half = geo.width // 2
+    return np.concatenate(
+        [
+            top[:, :, :half] @ _SCORE_PROJECTION["opponent"],
+            top[:, :, half:] @ _SCORE_PROJECTION["player"],
+        ],
+        axis=2,
+    ).astype(np.float32)
+
+
+def detect(frames: np.ndarray) -> PongObjects:
+    """Detect ball, paddles and score in (B, H, W, 3) frames (uint8, or floats on 0-255)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected (B, H, W, 3) frames, got shape {frames.shape}")
+    batch, height, width, _ = frames.shape
+    geo = _geometry(height, width)
+    pixels = frames.astype(np.float32)
+    # Deviation from each row's median colour: the background in playfield rows, and the
+    # right mix of background and wall in rows a wall edge crosses (the ball can sit there).
+    # It also absorbs a slightly wrong background tint in reconstructed frames.
+    delta = pixels - np.median(pixels, axis=2, keepdims=True)
+
+    white = delta @ _WHITE_PROJECTION  # (B, H, W) fraction of full ball contrast
+    paddle_y = {}
+    for side in _SIDES:
+        paddle_y[side], start, visible = _find_paddle(delta, geo, side)
+        # Unmix next to the paddle (one row of margin, its columns +- 1), where the ball
+        # can pass in front of the paddle column.
+        row = np.arange(height)[None, :]
+        near = (row >= start[:, None] - 1) & (row <= start[:, None] + geo.paddle_window)
+        near &= visible[:, None]
+        band = geo.band_cols[side]
+        unmixed = delta[:, :, band] @ _WHITE_UNMIX[side]
+        white[:, :, band] = np.where(near[:, :, None], unmixed, white[:, :, band])
+    white = np.where(geo.ball_rows[None, :, None], white, 0.0)
+
+    # The ball covers at most `ball_window` pixels at any sub-pixel offset: the best window
+    # holds all of it, its sum is the ball's mass and its weighted centroid the ball centre.
+    win_h, win_w = geo.ball_window
+    mass = sliding_window_view(white, (win_h, win_w), axis=(1, 2)).sum((-2, -1))
+    flat = mass.reshape(batch, -1).argmax(1)
+    r0, c0 = np.unravel_index(flat, mass.shape[1:])
+    rows = r0[:, None, None] + np.arange(win_h)[None, :, None]
+    cols = c0[:, None, None] + np.arange(win_w)[None, None, :]
+    patch = white[np.arange(batch)[:, None, None], rows, cols]  # (B, win_h, win_w)
+    weights = np.clip(patch, 0.0, None)
+    norm = np.maximum(weights.sum((1, 2)), 1e-6)
+    ball_xy = np.stack(
+        [(weights * cols).sum((1, 2)) / norm, (weights * rows).sum((1, 2)) / norm], axis=1
+    )
+    present = (mass.reshape(batch, -1).max(1) >= BALL_MASS_THRESHOLD) & (
+        patch.max((1, 2)) >= BALL_PEAK_THRESHOLD
+    )
+    ball_xy[~present] = np.nan
+    return PongObjects(
+        ball_present=present,
+        ball_xy=ball_xy,
+        player_y=paddle_y["player"],
+        opponent_y=paddle_y["opponent"],
+        score_region=_score_ink(delta, geo),
+    )
+
+
+def _visible_centre(start: np.ndarray, stop: np.ndarray, lo: int, hi: int):
+    """Centre of [start, stop) clipped to [lo, hi), and the visible length."""
+    start, stop = np.clip(start, lo, hi), np.clip(stop, lo, hi)
+    return 0.5 * (start + stop), stop - start
+
+
+def ram_to_pixels(ram: np.ndarray, frame_size: int | tuple[int, int] = 64) -> dict:
+    """Where the RAM says the objects are, in the detector's pixel coordinates.
+
+    ram: (B, 128) read after the step that rendered the frame (`AtariBatch.ram`). Returns
+    ball_present (B,) bool, ball_xy (B, 2) (nan when absent), player_y and opponent_y (B,)
+    centre rows of the visible part (nan when fewer than MIN_PADDLE_ROWS rows show). Objects
+    behind a wall count as absent, as in the frame. Offsets: see the RAM_* constants.
+    """
+    height, width = (frame_size, frame_size) if np.isscalar(frame_size) else frame_size
+    ram = np.asarray(ram).astype(np.int64)
+    ball_x, ball_y = ram[:, RAM_BALL_X], ram[:, RAM_BALL_Y]
+    left = ball_x + BALL_X_OFFSET
+    top = ball_y + BALL_Y_OFFSET
+    cx, w = _visible_centre(left, left + BALL_W, 0, FULL_W)
+    cy, h = _visible_centre(top, top + BALL_H, *PLAYFIELD_ROWS)
+    present = (ball_y > 0) & (w > 0) & (h > 0)
+    ball_xy = np.stack([_to_pixels(cx, FULL_W, width), _to_pixels(cy, FULL_H, height)], 1)
+    ball_xy[~present] = np.nan
+
+    paddles = {}
+    tops = {
+        "player": (ram[:, RAM_PLAYER_Y] + PLAYER_TOP_OFFSET) // 2 * 2,
+        "opponent": ram[:, RAM_OPPONENT_Y] + OPPONENT_TOP_OFFSET,
+    }
+    for side, paddle_top in tops.items():
+        centre, rows = _visible_centre(paddle_top, paddle_top + PADDLE_HEIGHT, *PLAYFIELD_ROWS)
+        paddles[side] = np.where(
+            rows >= MIN_PADDLE_ROWS, _to_pixels(centre, FULL_H, height), np.nan
+        )
+    return {
+        "ball_present": present,
+        "ball_xy": ball_xy,
+        "player_y": paddles["player"],
+        "opponent_y": paddles["opponent"],
+    }
+
+
+def _rate(hits: np.ndarray, mask: np.ndarray) -> float:
+    return float(hits[mask].mean()) if mask.any() else float("nan")
+
+
+def score_regions_agree(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(B,) bool: no 2x2 block of digit ink differs by more than SCORE_TOLERANCE."""
+    diff = sliding_window_view(np.abs(a - b), (2, 2), axis=(1, 2)).sum((-2, -1))
+    return diff.reshape(len(a), -1).max(1) <= SCORE_TOLERANCE
+
+
+def compare(real: PongObjects, other: PongObjects, tol_px: float = 1.0) -> dict[str, float]:
+    """How well `other` (e.g. reconstructed or predicted frames) matches `real`.
+
+    ball_recall: real ball present -> other finds it within tol_px. ball_false_positive_rate:
+    real has no ball -> other reports one. paddle_y_error_px: mean abs error over both
+    paddles where visible in both; paddle_miss_rate: visible in real, not in other.
+    score_match: fraction of frames whose score digits agree. nan where a rate has no cases.
+    """
+    dist = np.linalg.norm(real.ball_xy - other.ball_xy, axis=1)
+    found = other.ball_present & (np.nan_to_num(dist, nan=np.inf) <= tol_px)
+    real_y = np.concatenate([real.player_y, real.opponent_y])
+    other_y = np.concatenate([other.player_y, other.opponent_y])
+    in_real = ~np.isnan(real_y)
+    both = in_real & ~np.isnan(other_y)
+    return {
+        "ball_recall": _rate(found, real.ball_present),
+        "ball_false_positive_rate": _rate(other.ball_present, ~real.ball_present),
+        "paddle_y_error_px": float(np.abs(real_y - other_y)[both].mean())
+        if both.any()
+        else float("nan"),
+        "paddle_miss_rate": _rate(np.isnan(other_y), in_real),
+        "score_match": float(score_regions_agree(real.score_region, other.score_region).mean()),
+    }

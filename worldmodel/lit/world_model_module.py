@@ -1,0 +1,158 @@
+"""Trains the GPT world model on tokens of a frozen tokenizer."""
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from worldmodel.engine import LearnedGame
+from worldmodel.lit.common import check_finite, log_image
+from worldmodel.models.tokenizer import Tokenizer
+from worldmodel.models.world_model import WorldModel, WorldModelConfig
+
+
+def event_counts(predicted: torch.Tensor, actual: torch.Tensor, none: int) -> torch.Tensor:
+    """(correct events, predicted events, actual events) for precision/recall, where an
+    event is any class but `none` (a point scored either way, an episode end)."""
+    correct = (predicted == actual) & (actual != none)
+    return torch.stack([correct.sum(), (predicted != none).sum(), (actual != none).sum()]).float()
+
+
+class WorldModelModule(L.LightningModule):
+    """`model` is a dict of WorldModelConfig fields (plain, so checkpoints load weights-only);
+    the frozen `tokenizer` is passed in by train.py and saved along for the bundle."""
+
+    def __init__(
+        self,
+        model: dict,
+        tokenizer: Tokenizer,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 200,
+        media_every_n_val: int = 1,
+        rollout_context: int = 4,
+        rollout_horizon: int = 12,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["tokenizer"])
+        self.tokenizer = tokenizer.eval().requires_grad_(False)
+        tok = tokenizer.cfg
+        self.world_model = WorldModel(
+            WorldModelConfig(
+                **{"tokens_per_frame": tok.tokens_per_frame, "num_codes": tok.num_codes, **model}
+            )
+        )
+        self.cfg = self.world_model.cfg
+        self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
+        self.media_every_n_val = media_every_n_val
+        self.rollout_context, self.rollout_horizon = rollout_context, rollout_horizon
+        self._counts: dict[str, torch.Tensor] = {}
+        self._val_runs = 0
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.tokenizer.eval()  # frozen: no dropout, no codebook revival
+        return self
+
+    def frame_tokens(self, batch: dict) -> torch.Tensor:
+        if "tokens" in batch:  # tokenized once by the data pipeline
+            return batch["tokens"]
+        b, length = batch["frames"].shape[:2]
+        return self.tokenizer.encode(batch["frames"].flatten(0, 1)).view(b, length, -1)
+
+    def losses(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        k = self.cfg.tokens_per_frame
+        tokens, actions, mask = self.frame_tokens(batch), batch["actions"], batch["mask"]
+        b, length = actions.shape
+        sequence = self.world_model.interleave(tokens, actions)  # (B, L*(K+1))
+        out = self.world_model(sequence[:, :-1])
+
+        # Next-token targets that are frame tokens, from frames that really happened.
+        targets = sequence[:, 1:]
+        block_pos = torch.arange(1, sequence.shape[1], device=self.device) % (k + 1)
+        frame_of_target = torch.arange(1, sequence.shape[1], device=self.device) // (k + 1)
+        is_frame_token = (block_pos != k)[None, :] & mask[:, frame_of_target]
+        obs_logits = out.obs_logits[is_frame_token]
+        obs_targets = targets[is_frame_token]
+
+        # Reward and end, read at each action position.
+        action_pos = torch.arange(length, device=self.device) * (k + 1) + k
+        valid = mask[:, : length - 1]  # the last action position is not in the input
+        reward_logits = out.reward_logits[:, action_pos[: length - 1]][valid]
+        end_logits = out.end_logits[:, action_pos[: length - 1]][valid]
+        reward_targets = (torch.sign(batch["rewards"][:, : length - 1]) + 1).long()[valid]
+        end_targets = batch["terminated"][:, : length - 1].long()[valid]
+
+        terms = {
+            "obs": F.cross_entropy(obs_logits, obs_targets),
+            "reward": F.cross_entropy(reward_logits, reward_targets),
+            "end": F.cross_entropy(end_logits, end_targets),
+        }
+        predictions = {
+            "token_accuracy": (obs_logits.argmax(-1) == obs_targets).float().mean(),
+            "reward_counts": event_counts(reward_logits.argmax(-1), reward_targets, none=1),
+            "end_counts": event_counts(end_logits.argmax(-1), end_targets, none=0),
+        }
+        return terms, predictions
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        terms, predictions = self.losses(batch)
+        check_finite(terms, self.global_step)
+        loss = sum(terms.values())
+        self.log_dict({f"train/{k}_loss": v for k, v in terms.items()})
+        self.log_dict(
+            {"train/loss": loss, "train/token_accuracy": predictions["token_accuracy"]},
+            prog_bar=True,
+        )
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._counts = {name: torch.zeros(3, device=self.device) for name in ("reward", "end")}
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        terms, predictions = self.losses(batch)
+        self.log_dict({f"val/{k}_loss": v for k, v in terms.items()})
+        self.log_dict(
+            {"val/loss": sum(terms.values()), "val/token_accuracy": predictions["token_accuracy"]},
+            prog_bar=True,
+        )
+        for name in self._counts:
+            self._counts[name] += predictions[f"{name}_counts"]
+        if batch_idx == 0 and self._val_runs % self.media_every_n_val == 0:
+            self._log_rollout(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._val_runs += 1
+        for name, (tp, predicted, actual) in self._counts.items():
+            self.log(f"val/{name}_precision", tp / predicted.clamp_min(1))
+            self.log(f"val/{name}_recall", tp / actual.clamp_min(1))
+
+    @torch.no_grad()
+    def _log_rollout(self, batch: dict) -> None:
+        """Imagined frames next to the real ones, for the same recorded actions."""
+        c, horizon = self.rollout_context, self.rollout_horizon
+        frames, actions = batch["frames"][:4], batch["actions"][:4]
+        horizon = min(horizon, frames.shape[1] - c)
+        if horizon <= 0:
+            return
+        game = LearnedGame(self.tokenizer, self.world_model, temperature=1.0, seed=0)
+        game.reset(frames[:, :c], actions[:, : c - 1])
+        imagined = [game.step(actions[:, c - 1 + t])[0] for t in range(horizon)]
+        real = frames[:, c : c + horizon]
+        rows = []
+        for i in range(len(frames)):
+            rows.append(np.concatenate(list(real[i].cpu().numpy()), axis=1))
+            rows.append(np.concatenate([f[i].cpu().numpy() for f in imagined], axis=1))
+        log_image(
+            self.loggers, "val/imagined_vs_real", np.concatenate(rows, axis=0), self.global_step
+        )
+        self.world_model.train(self.training)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(
+            self.world_model.optimizer_groups(self.weight_decay), lr=self.lr, betas=(0.9, 0.95)
+        )
+        warmup = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / max(1, self.warmup_steps))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}

@@ -1,0 +1,88 @@
+"""The world model: a GPT over frames-as-tokens and actions that predicts what comes next.
+
+The sequence is z_0^1..z_0^K, a_0, z_1^1..z_1^K, a_1, ... (K tokens per frame, then the
+action). Each position predicts the next token: the action position and the first K-1
+tokens of a frame predict the next frame's tokens; the action position also predicts
+the reward (sign: -1/0/+1) and whether the episode ended.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from worldmodel.models.transformer import KVCache, Transformer, TransformerConfig, init_gpt2_weights
+
+
+@dataclass
+class WorldModelConfig:
+    tokens_per_frame: int = 16
+    num_codes: int = 512
+    num_actions: int = 6
+    max_frames: int = 20  # context length in frames
+    n_layers: int = 10
+    n_heads: int = 4
+    d_model: int = 256
+    dropout: float = 0.1
+
+    @property
+    def block_len(self) -> int:
+        return self.tokens_per_frame + 1
+
+    @property
+    def block_size(self) -> int:
+        return self.max_frames * self.block_len
+
+
+@dataclass
+class WorldModelOutput:
+    hidden: torch.Tensor  # (B, T, D)
+    obs_logits: torch.Tensor  # (B, T, num_codes): the next token, where it is a frame token
+    reward_logits: torch.Tensor  # (B, T, 3): classes for reward sign -1, 0, +1
+    end_logits: torch.Tensor  # (B, T, 2)
+
+
+def head(d_model: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, n_out))
+
+
+class WorldModel(nn.Module):
+    def __init__(self, cfg: WorldModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.transformer_cfg = TransformerConfig(
+            cfg.block_size, cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.dropout
+        )
+        # Frame tokens and actions share one table: actions are offset past the codebook.
+        self.embed = nn.Embedding(cfg.num_codes + cfg.num_actions, cfg.d_model)
+        self.transformer = Transformer(self.transformer_cfg)
+        self.obs_head = head(cfg.d_model, cfg.num_codes)
+        self.reward_head = head(cfg.d_model, 3)
+        self.end_head = head(cfg.d_model, 2)
+        init_gpt2_weights(self, cfg.n_layers)
+
+    def interleave(self, frame_tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """(B, L, K) frame tokens and (B, L) actions -> (B, L*(K+1)) one sequence."""
+        return torch.cat([frame_tokens, actions[..., None] + self.cfg.num_codes], dim=-1).flatten(1)
+
+    def new_cache(self, batch: int, device: torch.device) -> KVCache:
+        return KVCache(self.transformer_cfg, batch, device)
+
+    def hidden(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        return self.transformer(self.embed(tokens), cache)
+
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> WorldModelOutput:
+        h = self.hidden(tokens, cache)
+        return WorldModelOutput(h, self.obs_head(h), self.reward_head(h), self.end_head(h))
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """Weight decay on matrices of linear layers only (not norms, biases, embeddings)."""
+        decay, no_decay = [], []
+        for module in self.modules():
+            for name, p in module.named_parameters(recurse=False):
+                is_matrix = isinstance(module, nn.Linear) and name == "weight"
+                (decay if is_matrix else no_decay).append(p)
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
