@@ -66,6 +66,7 @@ class LearnedGame:
         self._prefill()
         return to_uint8_frames(self.tokenizer.decode(tokens[:, -1]))
 
+    @torch.inference_mode()
     def _prefill(self) -> None:
         """Read the whole context (all frames, the actions between them) in one forward."""
         self.cache.reset()

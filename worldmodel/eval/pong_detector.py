@@ -57,16 +57,16 @@ OPPONENT_TOP_OFFSET, PLAYER_TOP_OFFSET = -15, -13
 # playfield; the detector's mass threshold below sits between one and two such rows.
 MIN_PADDLE_ROWS = 2
 
-# Ball thresholds, in units of "fraction of the ball's full contrast" (white minus
-# background). Measured on real 64x64 frames: the ball's brightest pixel carries >= 0.11
-# (a ball clipped to one row by a wall), >= 0.25 for 99% of frames, 0.55 median; its
-# 3x2-pixel mass is 0.975 when whole and >= 0.245 when clipped. Gaussian noise of std 2
-# per channel gives a per-pixel std of 0.0066 (white projection) and maxima over ~1e6
-# pixels of 0.035 (pixel) and 0.08 (3x2 mass). The peak threshold sits halfway between
-# that noise floor and the faintest real ball, and because mass >= peak a ball whose
-# brightest pixel carries >= 10% is always found.
+# Ball threshold, in units of "fraction of the ball's full contrast" (white minus
+# background) carried by its brightest pixel. Measured on real 64x64 frames: >= 0.11 (a
+# ball clipped to one row by a wall; the whole ball: >= 0.25), >= 0.36 in 90% of frames,
+# 0.55 median. Gaussian noise of std 2 per channel gives a per-pixel std of 0.0066 and a
+# maximum of 0.035 over ~1e6 pixels (std 3: 0.051). The threshold sits between that noise
+# floor and the faintest real ball, so a ball whose brightest pixel carries >= 10% is found.
+# The ball's position comes from its mass (sum over the window that holds it all), which is
+# 0.975 for a whole ball wherever it falls between pixels: a better matched filter than
+# the peak, but clipped balls (mass 0.245) rule it out as the presence test.
 BALL_PEAK_THRESHOLD = 0.07
-BALL_MASS_THRESHOLD = 0.10
 # Paddle colour mass (in 64x64 pixels' worth of paddle, summed over a paddle-length
 # window) needed to call a paddle visible: one full-frame row of paddle is 0.49 at 64x64,
 # two are 0.98 (MIN_PADDLE_ROWS); noise of std 2 stays below ~0.5 for the (noisier)
@@ -109,6 +109,7 @@ class _Geometry:
     score_rows: int  # rows [0, score_rows) lie entirely above the top wall
     paddle_cols: dict[str, np.ndarray]  # side -> column indices the paddle covers
     band_cols: dict[str, np.ndarray]  # side -> paddle columns +- 1 (reconstruction blur)
+    band_cover: dict[str, np.ndarray]  # side -> fraction of each band column the paddle fills
     paddle_row_mass: float  # colour mass of one full-frame paddle row at this size
     paddle_window: int  # rows spanned by a whole paddle, + 1
     ball_window: tuple[int, int]  # (rows, cols) spanned by the ball at any sub-pixel offset
@@ -128,6 +129,10 @@ def _geometry(height: int, width: int) -> _Geometry:
     band_cols = {
         side: np.arange(max(c[0] - 1, 0), min(c[-1] + 2, width)) for side, c in paddle_cols.items()
     }
+    spans = {"player": PLAYER_COLS, "opponent": OPPONENT_COLS}
+    band_cover = {
+        side: cols[band][:, slice(*spans[side])].sum(1) for side, band in band_cols.items()
+    }
     row_scale, col_scale = FULL_H / height, FULL_W / width
     return _Geometry(
         height=height,
@@ -136,6 +141,7 @@ def _geometry(height: int, width: int) -> _Geometry:
         score_rows=score_rows,
         paddle_cols=paddle_cols,
         band_cols=band_cols,
+        band_cover=band_cover,
         # A paddle row is 4 full columns wide, all inside `paddle_cols`.
         paddle_row_mass=(PLAYER_COLS[1] - PLAYER_COLS[0]) / (row_scale * col_scale),
         paddle_window=int(np.ceil(PADDLE_HEIGHT / row_scale)) + 1,
@@ -150,6 +156,10 @@ _WHITE_PROJECTION = ((WHITE - BACKGROUND) / np.sum((WHITE - BACKGROUND) ** 2)).a
 # Near a paddle a pixel mixes background, paddle colour and (maybe) ball: unmix both.
 # The paddle colours project 0.34-0.36 onto white, so plain projection would see balls there.
 _WHITE_UNMIX = {side: _unmix_row([WHITE, colour], 0) for side, colour in _SIDES.items()}
+# Fraction of a pixel where the ball replaces paddle colour (measured along white - paddle).
+_WHITE_OVER = {
+    side: ((WHITE - c) / np.sum((WHITE - c) ** 2)).astype(np.float32) for side, c in _SIDES.items()
+}
 _PADDLE_UNMIX = {side: _unmix_row([WHITE, colour], 1) for side, colour in _SIDES.items()}
 _SCORE_PROJECTION = {
     side: ((c - BACKGROUND) / np.sum((c - BACKGROUND) ** 2)).astype(np.float32)
@@ -166,20 +176,30 @@ def _window_argmax(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndar
 
 def _find_paddle(
     delta: np.ndarray, geo: _Geometry, side: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centre row (nan when hidden), and the [start, stop) rows of the paddle window."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: centre row, visible length (rows), first row of the paddle window, visible."""
     cols = geo.paddle_cols[side]
     mass = delta[:, :, cols] @ _PADDLE_UNMIX[side]  # (B, H, C) paddle colour fraction
     mass = np.where(geo.ball_rows[None, :, None], mass, 0.0).sum(-1)  # (B, H) row profile
     # The best paddle-length window, so that a stray ghost elsewhere does not pull the
     # centroid away from the paddle.
     start, total = _window_argmax(mass, geo.paddle_window)
-    offsets = np.arange(geo.paddle_window)
-    rows = start[:, None] + offsets
+    rows = start[:, None] + np.arange(geo.paddle_window)
     weights = np.clip(np.take_along_axis(mass, rows, axis=1), 0.0, None)
     centre = (weights * rows).sum(1) / np.maximum(weights.sum(1), 1e-6)
+    # Mass / mass per row = how many rows of paddle are visible (the rendered paddle is a
+    # rectangle, so mass and centroid pin down its area-averaged image).
+    length = weights.sum(1) / geo.band_cover[side].sum()
     visible = total >= PADDLE_MASS_FRACTION * MIN_PADDLE_ROWS * geo.paddle_row_mass
-    return np.where(visible, centre, np.nan), np.where(visible, start, 0), visible
+    return centre, length, start, visible
+
+
+def _paddle_image(centre: np.ndarray, length: np.ndarray, geo: _Geometry, side: str):
+    """(B, H, band) paddle colour fraction of a clean paddle with that centre and length."""
+    lower = (np.arange(geo.height) - 0.5)[None, :]
+    top, bottom = (centre - 0.5 * length)[:, None], (centre + 0.5 * length)[:, None]
+    rows = np.clip(np.minimum(bottom, lower + 1.0) - np.maximum(top, lower), 0.0, 1.0)
+    return rows[:, :, None] * geo.band_cover[side][None, None, :]
 
 
 def _score_ink(delta: np.ndarray, geo: _Geometry) -> np.ndarray:
@@ -210,16 +230,29 @@ def detect(frames: np.ndarray) -> PongObjects:
 
     white = delta @ _WHITE_PROJECTION  # (B, H, W) fraction of full ball contrast
     paddle_y = {}
-    for side in _SIDES:
-        paddle_y[side], start, visible = _find_paddle(delta, geo, side)
-        # Unmix next to the paddle (one row of margin, its columns +- 1), where the ball
-        # can pass in front of the paddle column.
+    for side, colour in _SIDES.items():
+        centre, length, start, visible = _find_paddle(delta, geo, side)
+        paddle_y[side] = np.where(visible, centre, np.nan)
+        # Near the paddle (its columns +- 1, one row of margin; also when it counts as
+        # hidden, since a sliver peeking out of a wall projects onto white like a faint
+        # ball) the ball must pass two tests, and the smaller estimate wins:
+        # * unmixed: white unmixed from background and paddle colour. Blind to a paddle of
+        #   the wrong shape (a reconstruction's fuzzy paddle end), but noisy: orange and
+        #   white are only 22 degrees apart seen from the background, and std-3 noise
+        #   alone gave 5% false balls near the orange paddle.
+        # * fitted: subtract a clean paddle fitted to the detected one and measure what is
+        #   left as white over background, or as white covering paddle (the ball is drawn
+        #   over the paddle when they touch). As quiet as the plain projection.
+        band = geo.band_cols[side]
+        paddle = _paddle_image(centre, length, geo, side)[..., None] * (colour - BACKGROUND)
+        rest = delta[:, :, band] - paddle
+        fitted = np.maximum(rest @ _WHITE_PROJECTION, rest @ _WHITE_OVER[side])
+        unmixed = delta[:, :, band] @ _WHITE_UNMIX[side]
         row = np.arange(height)[None, :]
         near = (row >= start[:, None] - 1) & (row <= start[:, None] + geo.paddle_window)
-        near &= visible[:, None]
-        band = geo.band_cols[side]
-        unmixed = delta[:, :, band] @ _WHITE_UNMIX[side]
-        white[:, :, band] = np.where(near[:, :, None], unmixed, white[:, :, band])
+        white[:, :, band] = np.where(
+            near[:, :, None], np.minimum(fitted, unmixed), white[:, :, band]
+        )
     white = np.where(geo.ball_rows[None, :, None], white, 0.0)
 
     # The ball covers at most `ball_window` pixels at any sub-pixel offset: the best window
@@ -236,9 +269,7 @@ def detect(frames: np.ndarray) -> PongObjects:
     ball_xy = np.stack(
         [(weights * cols).sum((1, 2)) / norm, (weights * rows).sum((1, 2)) / norm], axis=1
     )
-    present = (mass.reshape(batch, -1).max(1) >= BALL_MASS_THRESHOLD) & (
-        patch.max((1, 2)) >= BALL_PEAK_THRESHOLD
-    )
+    present = patch.max((1, 2)) >= BALL_PEAK_THRESHOLD
     ball_xy[~present] = np.nan
     return PongObjects(
         ball_present=present,

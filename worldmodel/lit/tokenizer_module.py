@@ -95,6 +95,10 @@ class TokenizerModule(L.LightningModule):
             self._log_grid("train/reconstructions", to_float_frames(frames), recon)
         return loss
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        revived = self.tokenizer.quantizer.revive_dead_codes_()
+        self.log("train/revived_codes", float(revived))
+
     def on_validation_epoch_start(self) -> None:
         self._val_token_counts = torch.zeros(self.tokenizer.cfg.num_codes, device=self.device)
 

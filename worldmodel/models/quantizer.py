@@ -73,13 +73,24 @@ class VectorQuantizer(nn.Module):
         used = torch.zeros_like(self.idle_steps, dtype=torch.bool)
         used[tokens] = True
         self.idle_steps = torch.where(used, 0, self.idle_steps + 1)
-        if not self.revive_dead_codes:
-            return
+        self._latest_inputs = flat
+
+    @torch.no_grad()
+    def revive_dead_codes_(self) -> int:
+        """Move codes idle for `dead_after_steps` onto random recent encoder outputs.
+
+        Called after the optimizer step (not inside forward, where changing the codebook in
+        place would corrupt the pending backward pass). Returns how many were revived.
+        """
+        inputs = getattr(self, "_latest_inputs", None)
+        if not self.revive_dead_codes or inputs is None:
+            return 0
         dead = (self.idle_steps > self.dead_after_steps).nonzero().squeeze(1)
         if len(dead) > 0:
-            picks = torch.randint(len(flat), (len(dead),), device=flat.device)
-            self.codebook.weight[dead] = flat[picks]
+            picks = torch.randint(len(inputs), (len(dead),), device=inputs.device)
+            self.codebook.weight[dead] = inputs[picks]
             self.idle_steps[dead] = 0
+        return len(dead)
 
 
 def codebook_stats(tokens: torch.Tensor, num_codes: int) -> dict[str, torch.Tensor]:

@@ -1,0 +1,87 @@
+import torch
+
+from worldmodel.lit.tokenizer_module import TokenizerModule, foreground_mask
+from worldmodel.models.autoencoder import AutoencoderConfig
+from worldmodel.models.quantizer import VectorQuantizer
+from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig
+
+TINY = {
+    "autoencoder": {"ch": 8, "ch_mult": [1, 2, 2, 4, 4], "res_blocks": [0, 0, 0, 1, 1],
+                    "attn_resolutions": [4], "z_channels": 32},
+    "num_codes": 64,
+    "code_dim": 16,
+}
+
+
+def test_encode_decode_shapes_and_dtypes():
+    tokenizer = Tokenizer(TokenizerConfig(**TINY)).eval()
+    frames = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
+    tokens = tokenizer.encode(frames)
+    assert tokens.shape == (3, 16) and tokens.dtype == torch.long
+    assert int(tokens.max()) < 64
+    # float (B, 3, H, W) in [0, 1] gives the same tokens as uint8 (B, H, W, 3)
+    as_float = frames.permute(0, 3, 1, 2).float() / 255
+    assert torch.equal(tokenizer.encode(as_float), tokens)
+    decoded = tokenizer.decode(tokens)
+    assert decoded.shape == (3, 3, 64, 64) and decoded.dtype == torch.float32
+    assert decoded.min() >= 0 and decoded.max() <= 1
+
+
+def test_iris_sized_config_builds_with_16_tokens():
+    cfg = TokenizerConfig(autoencoder=AutoencoderConfig())
+    assert cfg.tokens_per_frame == 16 and cfg.num_codes == 512
+
+
+def test_straight_through_gradient_reaches_the_encoder():
+    quantizer = VectorQuantizer(num_codes=16, dim=8)
+    z = torch.randn(2, 8, 4, 4, requires_grad=True)
+    out = quantizer(z)
+    out.z_q.sum().backward()
+    # With z_q fed directly (no straight-through), z would get no gradient at all from this.
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+    tokenizer = Tokenizer(TokenizerConfig(**TINY))
+    frames = torch.rand(2, 3, 64, 64)
+    tokenizer(frames).reconstruction.mean().backward()
+    first_conv = tokenizer.encoder.net[0].weight
+    assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+
+
+def test_dead_codes_are_revived_onto_encoder_outputs():
+    quantizer = VectorQuantizer(num_codes=32, dim=4, dead_after_steps=2).train()
+    z = torch.randn(1, 4, 2, 2)
+    revived = 0
+    for _ in range(4):
+        quantizer(z)
+        revived += quantizer.revive_dead_codes_()
+    assert revived > 0 and (quantizer.idle_steps <= 2).all()
+    # Revived codes sit exactly on encoder outputs of the batch.
+    inputs = torch.nn.functional.normalize(z.permute(0, 2, 3, 1).reshape(-1, 4), dim=-1)
+    raw = quantizer.codebook.weight
+    assert any(torch.allclose(raw[i], inputs[j]) for i in range(32) for j in range(4))
+
+
+def test_foreground_mask_finds_a_faint_ball():
+    frames = torch.zeros(1, 3, 64, 64)
+    frames[:, 0] = 144 / 255
+    frames[0, :, 30, 40] += 0.06  # a ball smudge at ~10% of full contrast
+    mask = foreground_mask(frames, threshold=0.02)
+    assert mask[0, 0, 30, 40] and mask.sum() == 1
+
+
+def test_a_few_training_steps_lower_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    module = TokenizerModule(model=TINY, loss={"perceptual_weight": 0.0}, lr=3e-3)
+    optimizer = module.configure_optimizers()
+    frames = torch.randint(0, 256, (8, 64, 64, 3), dtype=torch.uint8)
+    frames[:, :, :, :] = torch.tensor([144, 72, 17], dtype=torch.uint8)
+    frames[:, 20:24, 30:32] = 236
+    losses = []
+    for _ in range(15):
+        terms, _, _ = module.losses(frames)
+        loss = sum(terms.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]

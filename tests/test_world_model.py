@@ -1,0 +1,87 @@
+import torch
+
+from worldmodel.engine import LearnedGame
+from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig
+from worldmodel.models.world_model import WorldModel, WorldModelConfig
+
+from .test_tokenizer import TINY
+
+
+def tiny_world_model(max_frames: int = 4) -> WorldModel:
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(tokens_per_frame=16, num_codes=64, num_actions=6,
+                           max_frames=max_frames, n_layers=2, n_heads=2, d_model=32, dropout=0.0)
+    return WorldModel(cfg).eval()
+
+
+def test_cached_and_uncached_logits_agree_over_several_frames():
+    model = tiny_world_model()
+    tokens = torch.randint(0, 64, (2, 3, 16))
+    actions = torch.randint(0, 6, (2, 3))
+    sequence = model.interleave(tokens, actions)  # 3 frames = 51 tokens
+    full = model(sequence).obs_logits
+
+    cache = model.new_cache(2, torch.device("cpu"))
+    pieces = [model(sequence[:, :20], cache).obs_logits]  # a prefill
+    for t in range(20, sequence.shape[1]):  # then one token at a time
+        pieces.append(model(sequence[:, t : t + 1], cache).obs_logits)
+    assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
+
+
+def test_interleave_offsets_actions_past_the_codebook():
+    model = tiny_world_model()
+    sequence = model.interleave(torch.zeros(1, 2, 16, dtype=torch.long), torch.tensor([[3, 5]]))
+    assert sequence.shape == (1, 34)
+    assert sequence[0, 16] == 64 + 3 and sequence[0, 33] == 64 + 5
+
+
+def make_game(max_frames: int = 4, keep_frames: int | None = None) -> LearnedGame:
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(TokenizerConfig(**TINY))
+    return LearnedGame(tokenizer, tiny_world_model(max_frames), seed=0, keep_frames=keep_frames)
+
+
+def test_engine_steps_a_batch_of_games_past_the_context_length():
+    game = make_game(max_frames=4)
+    frames = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
+    first = game.reset(frames)
+    assert first.shape == (3, 64, 64, 3) and first.dtype == torch.uint8
+    for _ in range(10):  # 2.5x the context
+        frames, rewards, ends = game.step(torch.tensor([0, 2, 3]))
+        assert frames.shape == (3, 64, 64, 3) and frames.dtype == torch.uint8
+        assert rewards.shape == (3,) and set(rewards.tolist()) <= {-1.0, 0.0, 1.0}
+        assert ends.dtype == torch.bool
+        assert game.frame_tokens.shape[1] <= 4
+
+
+def test_sliding_window_keeps_the_recent_frames():
+    game = make_game(max_frames=4, keep_frames=3)
+    game.reset(torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8))
+    for _ in range(3):
+        game.step(torch.tensor([2]))
+    before = game.frame_tokens.clone()  # 4 frames: the context is full
+    assert before.shape[1] == 4
+    game.step(torch.tensor([3]))
+    # The oldest frame was dropped, the most recent three were kept, plus the new one.
+    assert torch.equal(game.frame_tokens[:, :3], before[:, 1:])
+    assert game.actions.shape[1] == 3 and game.actions[0, -1] == 3
+    # What the cache holds equals a fresh read of that window.
+    fresh = make_game(max_frames=4, keep_frames=3)
+    fresh.world_model.load_state_dict(game.world_model.state_dict())
+    fresh.reset(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))
+    fresh.frame_tokens, fresh.actions = game.frame_tokens.clone(), game.actions.clone()
+    fresh._prefill()
+    length = game.cache.length
+    assert length == fresh.cache.length
+    assert torch.allclose(game.cache.kv[..., :length, :], fresh.cache.kv[..., :length, :],
+                          atol=1e-5)
+
+
+def test_greedy_generation_is_deterministic_and_seeded_sampling_repeats():
+    frames = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    runs = []
+    for _ in range(2):
+        game = make_game()
+        game.reset(frames)
+        runs.append(torch.stack([game.step(torch.tensor([1, 2]))[0] for _ in range(3)]))
+    assert torch.equal(runs[0], runs[1])
