@@ -6,8 +6,13 @@ from worldmodel.models.quantizer import VectorQuantizer
 from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig
 
 TINY = {
-    "autoencoder": {"ch": 8, "ch_mult": [1, 2, 2, 4, 4], "res_blocks": [0, 0, 0, 1, 1],
-                    "attn_resolutions": [4], "z_channels": 32},
+    "autoencoder": {
+        "ch": 8,
+        "ch_mult": [1, 2, 2, 4, 4],
+        "res_blocks": [0, 0, 0, 1, 1],
+        "attn_resolutions": [4],
+        "z_channels": 32,
+    },
     "num_codes": 64,
     "code_dim": 16,
 }

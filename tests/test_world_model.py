@@ -9,8 +9,16 @@ from .test_tokenizer import TINY
 
 def tiny_world_model(max_frames: int = 4) -> WorldModel:
     torch.manual_seed(0)
-    cfg = WorldModelConfig(tokens_per_frame=16, num_codes=64, num_actions=6,
-                           max_frames=max_frames, n_layers=2, n_heads=2, d_model=32, dropout=0.0)
+    cfg = WorldModelConfig(
+        tokens_per_frame=16,
+        num_codes=64,
+        num_actions=6,
+        max_frames=max_frames,
+        n_layers=2,
+        n_heads=2,
+        d_model=32,
+        dropout=0.0,
+    )
     return WorldModel(cfg).eval()
 
 
@@ -73,8 +81,9 @@ def test_sliding_window_keeps_the_recent_frames():
     fresh._prefill()
     length = game.cache.length
     assert length == fresh.cache.length
-    assert torch.allclose(game.cache.kv[..., :length, :], fresh.cache.kv[..., :length, :],
-                          atol=1e-5)
+    assert torch.allclose(
+        game.cache.kv[..., :length, :], fresh.cache.kv[..., :length, :], atol=1e-5
+    )
 
 
 def test_greedy_generation_is_deterministic_and_seeded_sampling_repeats():

@@ -1,0 +1,1 @@
+"""Play inside the dream: a pygame app over the learned game engine."""

@@ -1,0 +1,48 @@
+"""`python -m worldmodel.play [ckpt=PATH] [mode=side] [headless=true steps=300 record=out.mp4]`"""
+
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from worldmodel.bundle import BundleError, load_bundle
+from worldmodel.play.app import PlayApp, PlaySettings, pick_device
+
+CONFIG = Path(__file__).resolve().parents[2] / "conf" / "play.yaml"
+
+
+def main(argv: list[str]) -> int:
+    try:
+        cfg = OmegaConf.load(CONFIG)
+        OmegaConf.set_struct(cfg, True)  # a typo in an option is an error, not ignored
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(argv))
+        bundle = load_bundle(cfg.ckpt, device=pick_device(cfg.device))
+        settings = PlaySettings(
+            mode=cfg.mode,
+            fps=cfg.fps,
+            scale=cfg.scale,
+            temperature=cfg.temperature,
+            greedy=cfg.greedy,
+            seed=cfg.seed,
+            headless=cfg.headless,
+            policy=cfg.policy,
+            key_names=dict(cfg.key_names.get(bundle.spec.game_id, {})),
+        )
+        app = PlayApp(bundle, settings)
+    except (BundleError, OmegaConfBaseException, ValueError, RuntimeError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    try:
+        if cfg.record:
+            app.toggle_recording(cfg.record)
+        frames = app.run(steps=cfg.steps)
+    finally:
+        app.close()
+    if cfg.record:
+        print(f"recorded {frames} frames to {cfg.record}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
