@@ -23,3 +23,25 @@ def tracker():
 @pytest.fixture
 def random_policy():
     return functools.partial(RandomPolicy)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One real `python -m worldmodel.train +exp=smoke` run, shared by the tests that need a
+    trained bundle (the whole pipeline: collect, tokenizer, world model, bundle)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("smoke")
+    cmd = [
+        sys.executable,
+        "-m",
+        "worldmodel.train",
+        "+exp=smoke",
+        f"hydra.run.dir={root}",
+        f"paths.data_dir={root / 'data'}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Path(root)

@@ -17,6 +17,7 @@ from worldmodel.bundle import load_tokenizer, save_bundle
 from worldmodel.envs import EnvSpec
 
 log = logging.getLogger(__name__)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 STAGES = ("tokenizer", "world_model")
 
 
@@ -111,7 +112,7 @@ def run(cfg: DictConfig) -> float | None:
     return None if metric is None else float(metric)
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     return run(cfg)
 

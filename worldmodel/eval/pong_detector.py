@@ -18,8 +18,8 @@ The first frame of every episode (straight after reset) uses a different palette
 background, blue player paddle); the detector does not handle it.
 
 After the area resize to 64x64 a screen pixel averages 3.28 x 2.5 full-frame pixels, so the
-2x4 ball never fills a pixel: its brightest pixel carries between 11% (worst) and 54%
-(median) of the ball's full contrast. The ball is therefore found by its deviation from the
+2x4 ball never fills a pixel: its brightest pixel carries between 11-12% (worst) and
+54% (median) of the ball's full contrast. The ball is therefore found by its deviation from the
 background along the white direction, not by looking for white pixels. All geometry below
 is derived from the input frame size with the same area weights the resize uses.
 """
@@ -57,7 +57,7 @@ RAM_BALL_X, RAM_BALL_Y, RAM_OPPONENT_Y, RAM_PLAYER_Y = 49, 54, 50, 51
 BALL_X_OFFSET, BALL_Y_OFFSET = -49, -14
 OPPONENT_TOP_OFFSET, PLAYER_TOP_OFFSET = -15, -13
 # A paddle counts as visible when at least this many of its full-frame rows are in the
-# playfield; the detector's mass threshold below sits between one and two such rows.
+# playfield; the detector's threshold (PADDLE_MASS_FRACTION) sits between one and two rows.
 MIN_PADDLE_ROWS = 2
 
 # Ball threshold, in units of "fraction of the ball's full contrast" (white minus
@@ -204,7 +204,7 @@ def _find_paddle(
     return centre, length, start, visible
 
 
-def _paddle_image(centre: np.ndarray, length: np.ndarray, geo: _Geometry, side: str):
+def _paddle_image(centre: np.ndarray, length: np.ndarray, geo: _Geometry, side: str) -> np.ndarray:
     """(B, H, band) paddle colour fraction of a clean paddle with that centre and length."""
     lower = (np.arange(geo.height) - 0.5)[None, :]
     top, bottom = (centre - 0.5 * length)[:, None], (centre + 0.5 * length)[:, None]
@@ -290,7 +290,9 @@ def detect(frames: np.ndarray) -> PongObjects:
     )
 
 
-def _visible_centre(start: np.ndarray, stop: np.ndarray, lo: int, hi: int):
+def _visible_centre(
+    start: np.ndarray, stop: np.ndarray, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Centre of [start, stop) clipped to [lo, hi), and the visible length."""
     start, stop = np.clip(start, lo, hi), np.clip(stop, lo, hi)
     return 0.5 * (start + stop), stop - start

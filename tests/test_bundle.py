@@ -1,0 +1,43 @@
+import os
+
+import pytest
+import torch
+
+from worldmodel.bundle import BundleError, load_bundle, load_tokenizer
+
+
+class RunsCodeOnLoad:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+def test_a_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"format": "worldmodel-bundle", "payload": RunsCodeOnLoad(str(marker))}, evil)
+    with pytest.raises(BundleError, match="refused to load"):
+        load_bundle(evil)
+    assert not marker.exists()
+
+
+def test_bad_files_give_one_clear_line(tmp_path, smoke_run):
+    with pytest.raises(BundleError, match="no such file"):
+        load_bundle(tmp_path / "missing.ckpt")
+
+    good = (smoke_run / "bundle.ckpt").read_bytes()
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good[: len(good) // 2])
+    with pytest.raises(BundleError, match="truncated or corrupt"):
+        load_bundle(truncated)
+
+    lightning = smoke_run / "world_model" / "checkpoints" / "last.ckpt"
+    with pytest.raises(BundleError, match="Lightning training checkpoint"):
+        load_bundle(lightning)
+
+    # The tokenizer stage's checkpoint is a valid source of a tokenizer, though.
+    tokenizer = load_tokenizer(smoke_run / "tokenizer" / "checkpoints" / "last.ckpt")
+    frames = torch.zeros(2, 64, 64, 3, dtype=torch.uint8)
+    assert tokenizer.encode(frames).shape == (2, 16)

@@ -1,0 +1,103 @@
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pygame
+import pytest
+
+from omegaconf import OmegaConf
+
+from worldmodel.bundle import load_bundle
+from worldmodel.play.__main__ import CONFIG
+from worldmodel.play.app import PlayApp, PlaySettings
+
+PONG_KEYS = dict(OmegaConf.load(CONFIG).key_names["ALE/Pong-v5"])
+
+
+@pytest.fixture
+def app(smoke_run):
+    settings = PlaySettings(headless=True, policy="noop", scale=2, key_names=PONG_KEYS)
+    app = PlayApp(load_bundle(smoke_run / "bundle.ckpt"), settings)
+    yield app
+    app.close()
+
+
+def key(kind: int, name: int) -> pygame.event.Event:
+    return pygame.event.Event(kind, key=name)
+
+
+def test_scripted_keys_drive_the_game_and_quit_cleanly(app):
+    events = {
+        0: [key(pygame.KEYDOWN, pygame.K_UP)],
+        3: [key(pygame.KEYUP, pygame.K_UP)],
+        5: [key(pygame.KEYDOWN, pygame.K_ESCAPE)],
+    }
+    seen = []
+    original = app.action
+
+    def spy() -> int:
+        seen.append(original())
+        return seen[-1]
+
+    app.action = spy
+    assert app.run(steps=50, events_at=events) == 5  # Esc quits before the 6th frame
+    up = app.keys.meanings.index("RIGHT")  # Pong's name for "paddle up"
+    assert seen[:3] == [up, up, up] and seen[3:] == [0, 0]
+    assert app.steps == 5
+
+
+def test_side_by_side_renders_both_panels(app):
+    app.settings.mode = "side"
+    app.run(steps=3)
+    pixels = pygame.surfarray.array3d(app.screen).transpose(1, 0, 2)
+    left, right = pixels[40:, : app.size], pixels[40:, app.size :]
+    assert left.std() > 5 and right.std() > 5  # both panels hold a picture
+    # The left panel is the real game: its brown background colour dominates.
+    assert np.abs(np.median(left.reshape(-1, 3), axis=0) - [144, 72, 17]).max() < 10
+
+
+def test_pause_and_single_step(app):
+    events = {0: [key(pygame.KEYDOWN, pygame.K_p)], 2: [key(pygame.KEYDOWN, pygame.K_n)]}
+    app.run(steps=4, events_at=events)
+    assert app.paused and app.steps == 1
+
+
+def test_headless_recording_writes_a_video_with_every_frame(smoke_run, tmp_path):
+    video = tmp_path / "session.mp4"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worldmodel.play",
+            f"ckpt={smoke_run / 'bundle.ckpt'}",
+            "headless=true",
+            "steps=12",
+            f"record={video}",
+            "scale=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    frames = iio.imread(video)
+    assert frames.shape[0] == 12 and frames.shape[-1] == 3
+
+
+@pytest.mark.parametrize("ckpt_kind", ["missing", "lightning"])
+def test_a_bad_checkpoint_is_one_line_and_a_nonzero_exit(smoke_run, tmp_path, ckpt_kind):
+    ckpt = {
+        "missing": tmp_path / "nope.ckpt",
+        "lightning": smoke_run / "tokenizer" / "checkpoints" / "last.ckpt",
+    }[ckpt_kind]
+    result = subprocess.run(
+        [sys.executable, "-m", "worldmodel.play", f"ckpt={ckpt}", "headless=true", "steps=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error: ")
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,1 @@
+"""Fidelity metrics: the Pong object detector and model evaluations."""
