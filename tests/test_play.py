@@ -5,7 +5,6 @@ import imageio.v3 as iio
 import numpy as np
 import pygame
 import pytest
-
 from omegaconf import OmegaConf
 
 from worldmodel.bundle import load_bundle
