@@ -4,7 +4,11 @@ Two stages, as in IRIS but not interleaved: the tokenizer trains first and is fr
 the world model learns on its (stable) tokens. `stage=` runs one of them.
 """
 
+import json
 import logging
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -43,6 +47,19 @@ def resume_path(cfg: DictConfig, checkpoint_dir: Path) -> str | None:
     return cfg.ckpt_path
 
 
+def git_revision() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=CONFIG_DIR,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def fit_stage(
     cfg: DictConfig, stage: str, module: L.LightningModule, spec: EnvSpec, **data_overrides
 ) -> tuple[L.Trainer, Path]:
@@ -58,9 +75,19 @@ def fit_stage(
         logger=make_loggers(cfg, stage) or False,
         callbacks=make_callbacks(cfg, checkpoint_dir),
     )
+    start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, checkpoint_dir))
     last = checkpoint_dir / "last.ckpt"
     trainer.save_checkpoint(last)
+    # How this stage was trained, for reports and for the shipped model's record.
+    info = {
+        "command": "python -m worldmodel.train " + " ".join(sys.argv[1:]),
+        "git_revision": git_revision(),
+        "wall_time_s": round(time.time() - start, 1),
+        "global_step": trainer.global_step,
+        "policy": cfg.policy._target_,
+    }
+    (stage_dir / "train_info.json").write_text(json.dumps(info, indent=2))
     log.info("%s stage done: %s", stage, last)
     return trainer, last
 

@@ -1,0 +1,135 @@
+"""Does the dream follow the real game? Roll the model forward with recorded actions and
+compare what it imagines with what really happened, step by step.
+
+Baselines in the same table: "copy the last real frame" (what a model that learned
+nothing about motion would score) and the tokenizer's reconstruction of the real frames
+(the ceiling: the world model cannot be more faithful than its tokenizer).
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from worldmodel.bundle import Bundle
+from worldmodel.data.episode import Episode
+from worldmodel.engine import LearnedGame, to_uint8_frames
+from worldmodel.eval.pong_detector import detect
+
+
+@dataclass
+class Rollouts:
+    real: np.ndarray  # (B, H, h, w, 3) what happened
+    imagined: np.ndarray  # (B, H, h, w, 3) what the model dreamed for the same actions
+    copy_last: np.ndarray  # (B, H, h, w, 3) the last context frame, repeated
+    reconstructed: np.ndarray  # (B, H, h, w, 3) tokenizer round trip of the real frames
+    real_rewards: np.ndarray  # (B, H)
+    imagined_rewards: np.ndarray  # (B, H)
+
+
+def pick_starts(episodes: list[Episode], context: int, horizon: int, n: int) -> list[tuple]:
+    """n (episode, start) pairs spread evenly over the episodes (skipping the reset frame)."""
+    spans = [(i, t) for i, e in enumerate(episodes) for t in range(1, len(e) - context - horizon)]
+    if not spans:
+        raise ValueError(
+            f"held-out episodes are too short for context {context} + horizon {horizon}"
+        )
+    return [spans[k] for k in np.linspace(0, len(spans) - 1, n).astype(int)]
+
+
+@torch.inference_mode()
+def roll_out(
+    bundle: Bundle,
+    episodes: list[Episode],
+    context: int,
+    horizon: int,
+    n: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> Rollouts:
+    starts = pick_starts(episodes, context, horizon, n)
+    window = [(episodes[i], t) for i, t in starts]
+    frames = np.stack([e.frames[t : t + context + horizon] for e, t in window])
+    actions = np.stack([e.actions[t : t + context + horizon] for e, t in window])
+    rewards = np.stack([e.rewards[t : t + context + horizon] for e, t in window])
+
+    game = LearnedGame(bundle.tokenizer, bundle.world_model, temperature=temperature, seed=seed)
+    device = game.device
+    game.reset(
+        torch.from_numpy(frames[:, :context]).to(device),
+        torch.from_numpy(actions[:, : context - 1]).to(device),
+    )
+    imagined, imagined_rewards = [], []
+    for h in range(horizon):
+        frame, reward, _ = game.step(torch.from_numpy(actions[:, context - 1 + h]).to(device))
+        imagined.append(frame.cpu().numpy())
+        imagined_rewards.append(reward.cpu().numpy())
+
+    real = frames[:, context:]
+    flat = torch.from_numpy(real.reshape(-1, *real.shape[2:])).to(device)
+    tokenizer = bundle.tokenizer
+    reconstructed = (
+        torch.cat(
+            [
+                to_uint8_frames(tokenizer.decode(tokenizer.encode(chunk))).cpu()
+                for chunk in flat.split(256)
+            ]
+        )
+        .numpy()
+        .reshape(real.shape)
+    )
+    return Rollouts(
+        real=real,
+        imagined=np.stack(imagined, axis=1),
+        copy_last=np.repeat(frames[:, context - 1 : context], horizon, axis=1),
+        reconstructed=reconstructed,
+        # rewards[t] follows action t: the reward for arriving in real frame context + h
+        real_rewards=rewards[:, context - 1 : context - 1 + horizon],
+        imagined_rewards=np.stack(imagined_rewards, axis=1),
+    )
+
+
+def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
+    """Mean over the rollouts where the object was seen (nan where it never was)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=axis)
+
+
+def per_step_metrics(real: np.ndarray, other: np.ndarray) -> dict[str, np.ndarray]:
+    """Per horizon step (averaged over rollouts): detector errors and PSNR."""
+    b, h = real.shape[:2]
+    a, o = (
+        detect(real.reshape(b * h, *real.shape[2:])),
+        detect(other.reshape(b * h, *real.shape[2:])),
+    )
+
+    def grid(x: np.ndarray) -> np.ndarray:
+        return x.reshape(b, h, *x.shape[1:])
+
+    both_ball = grid(a.ball_present & o.ball_present)
+    ball_err = np.where(both_ball, np.linalg.norm(grid(a.ball_xy - o.ball_xy), axis=-1), np.nan)
+    diff = (real.astype(np.float32) - other.astype(np.float32)) / 255
+    mse = (diff**2).reshape(b, h, -1).mean(-1)
+    return {
+        "player_y_error_px": _nanmean(grid(np.abs(a.player_y - o.player_y)), 0),
+        "opponent_y_error_px": _nanmean(grid(np.abs(a.opponent_y - o.opponent_y)), 0),
+        "ball_error_px": _nanmean(ball_err, 0),
+        "ball_present_agreement": (grid(a.ball_present) == grid(o.ball_present)).mean(0),
+        "psnr_db": (10 * np.log10(1.0 / np.maximum(mse, 1e-10))).mean(0),
+    }
+
+
+def reward_events(real: np.ndarray, imagined: np.ndarray, slack: int = 2) -> dict[str, float]:
+    """Points scored either way: how many the model predicted, and how many it got right
+    (same sign within `slack` steps of the real one)."""
+    hits = 0
+    for b, t in zip(*np.nonzero(real), strict=True):
+        lo, hi = max(0, t - slack), t + slack + 1
+        hits += bool((imagined[b, lo:hi] == np.sign(real[b, t])).any())
+    return {
+        "real_points": int(np.count_nonzero(real)),
+        "predicted_points": int(np.count_nonzero(imagined)),
+        "points_matched": int(hits),
+    }
