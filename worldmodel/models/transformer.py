@@ -58,6 +58,8 @@ class CausalSelfAttention(nn.Module):
             k, v = layer_kv[0, :, :, : start + t], layer_kv[1, :, :, : start + t]
         if start == 0:
             mask, causal = None, True
+        elif t == 1:  # one new token (generation): it may see every cached key
+            mask, causal = None, False
         else:  # queries at positions start..start+t-1 see keys up to their own position
             rows = torch.arange(start, start + t, device=x.device)[:, None]
             mask, causal = rows >= torch.arange(start + t, device=x.device)[None, :], False

@@ -1,0 +1,97 @@
+"""Speed of the play loop: frames per second of generate + decode, no drawing.
+
+    python experiments/bench_play.py [BUNDLE] [--threads 2] [--json PATH]
+
+Measured in one run, so the ratio holds on a noisy machine:
+  cached     the engine (KV cache, one token per forward), batch 1
+  baseline   a plain generate(): no cache, the whole context re-run for every token
+  batch16/64 the engine with 16 / 64 games at once (frames/s over all games): what
+             training a policy in imagination would get
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from worldmodel.bundle import load_bundle
+from worldmodel.engine import LearnedGame, to_uint8_frames
+
+
+def start_frames(bundle, batch: int) -> torch.Tensor:
+    from worldmodel.envs.atari import AtariBatch
+
+    envs = AtariBatch(bundle.spec, num_envs=1, seed=0)
+    frame = torch.from_numpy(envs.reset())
+    envs.close()
+    return frame.expand(batch, -1, -1, -1).contiguous()
+
+
+def fps_cached(bundle, batch: int, steps: int) -> float:
+    game = LearnedGame(bundle.tokenizer, bundle.world_model, seed=0)
+    game.reset(start_frames(bundle, batch))
+    actions = torch.zeros(batch, dtype=torch.long)
+    game.step(actions)  # warm up
+    start = time.perf_counter()
+    for _ in range(steps):
+        game.step(actions)
+    return batch * steps / (time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def fps_baseline(bundle, steps: int) -> float:
+    """No KV cache: every new token re-reads the whole context (last max_frames) from scratch."""
+    wm, tok = bundle.world_model, bundle.tokenizer
+    generator = torch.Generator().manual_seed(0)
+    frames = [tok.encode(start_frames(bundle, 1))]  # (1, K) each
+    start = time.perf_counter()
+    for _ in range(steps):
+        context = torch.stack(frames[-(wm.cfg.max_frames - 1) :], dim=1)  # (1, n, K)
+        noop = torch.zeros(context.shape[:2], dtype=torch.long)
+        prefix = wm.interleave(context, noop)  # ends with the action token
+        new: list[torch.Tensor] = []
+        for _ in range(wm.cfg.tokens_per_frame):
+            logits = wm(torch.cat([prefix, *new], dim=1)).obs_logits[:, -1]
+            new.append(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+        frames.append(torch.cat(new, dim=1))
+        to_uint8_frames(tok.decode(frames[-1]))
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", nargs="?", default="models/pong_tiny.bundle.ckpt")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--json", type=Path, default=Path("experiments/reports/bench_play.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    bundle = load_bundle(args.bundle)
+    results = {
+        "fps_cached": fps_cached(bundle, 1, args.steps),
+        "fps_baseline": fps_baseline(bundle, max(10, args.steps // 4)),
+        "fps_batch16": fps_cached(bundle, 16, max(10, args.steps // 3)),
+        "fps_batch64": fps_cached(bundle, 64, max(5, args.steps // 6)),
+    }
+    results["ratio"] = results["fps_cached"] / results["fps_baseline"]
+    results["threads"] = args.threads
+    results["device"] = "cpu"
+    rows = [
+        ("engine, KV cache, batch 1", results["fps_cached"]),
+        ("baseline: no cache, batch 1", results["fps_baseline"]),
+        ("engine, batch 16 (frames/s, all games)", results["fps_batch16"]),
+        ("engine, batch 64 (frames/s, all games)", results["fps_batch64"]),
+    ]
+    print(f"bundle {args.bundle}, {args.threads} CPU threads")
+    print("| loop | frames/s |\n|---|---:|")
+    for name, fps in rows:
+        print(f"| {name} | {fps:.1f} |")
+    print(f"cached / baseline: {results['ratio']:.1f}x")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
