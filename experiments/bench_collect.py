@@ -10,11 +10,10 @@ on a noisy machine even when the absolute numbers don't.
 
 import argparse
 import functools
-import json
 import time
-from pathlib import Path
 
 import numpy as np
+from report import markdown_table, write_report
 from torch.utils.data import DataLoader
 
 from worldmodel.data.datamodule import StreamingDataset
@@ -73,17 +72,14 @@ def main() -> None:
     for workers in (1, 2):
         results[f"streaming_{workers}_workers"] = streaming(spec, workers, args.seconds)
     base = results["plain_single_env"]
-    lines = ["| collector | frames/s | ratio vs plain loop |", "|---|---:|---:|"]
-    lines += [f"| {name} | {fps:,.0f} | {fps / base:.2f}x |" for name, fps in results.items()]
-    table = "\n".join(lines)
-    print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_collect.json").write_text(json.dumps(results, indent=2))
-    (out / "bench_collect.md").write_text(
-        "# Collection throughput (64x64 frames reaching the buffer)\n\n"
-        f"Command: `python experiments/bench_collect.py --seconds {args.seconds}`\n\n"
-        f"{table}\n"
+    rows = [[name, f"{fps:,.0f}", f"{fps / base:.2f}x"] for name, fps in results.items()]
+    write_report(
+        args.out,
+        "bench_collect",
+        "Collection throughput (64x64 frames reaching the buffer)",
+        f"python experiments/bench_collect.py --seconds {args.seconds}",
+        markdown_table(["collector", "frames/s", "ratio vs plain loop"], rows),
+        results,
     )
 
 

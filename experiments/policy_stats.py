@@ -6,8 +6,9 @@ rally length per 1000 steps, on the real emulator.
 
 import argparse
 import functools
-import json
 from pathlib import Path
+
+from report import markdown_table, write_report
 
 from worldmodel.envs import EnvSpec
 from worldmodel.envs.policies import MixedPolicy, RandomPolicy, TrackerPolicy
@@ -37,23 +38,24 @@ def main() -> None:
         name: policy_stats(EnvSpec(), make, args.steps, args.envs, seed=0)
         for name, make in POLICIES.items()
     }
-    lines = [
-        "| policy | points won /1k | points lost /1k | ball returns /1k | steps per point |",
-        "|---|---:|---:|---:|---:|",
+    header = ["policy", "points won /1k", "points lost /1k", "ball returns /1k", "steps per point"]
+    rows = [
+        [
+            name,
+            f"{r['points_won_per_1k']:.1f}",
+            f"{r['points_lost_per_1k']:.1f}",
+            f"{r['returns_per_1k']:.1f}",
+            f"{r['mean_rally_steps']:.0f}",
+        ]
+        for name, r in results.items()
     ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['points_won_per_1k']:.1f} | {r['points_lost_per_1k']:.1f} "
-            f"| {r['returns_per_1k']:.1f} | {r['mean_rally_steps']:.0f} |"
-        )
-    table = "\n".join(lines)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "policy_stats.json").write_text(json.dumps(results, indent=2))
-    (args.out / "policy_stats.md").write_text(
-        f"# Data policies on real Pong\n\nCommand: `python experiments/policy_stats.py "
-        f"--steps {args.steps} --envs {args.envs}` ({args.steps * args.envs} steps each)\n\n"
-        f"{table}\n"
+    write_report(
+        args.out,
+        "policy_stats",
+        "Data policies on real Pong",
+        f"python experiments/policy_stats.py --steps {args.steps} --envs {args.envs}",
+        markdown_table(header, rows),
+        results,
     )
 
 

@@ -1,0 +1,86 @@
+"""Which parts of the tokenizer loss/quantizer matter? Train each variant for the same
+number of steps with the real training command, then evaluate it like tokenizer_report.
+
+    python experiments/tokenizer_ablation.py [--steps 400] [--out experiments/reports]
+"""
+
+import argparse
+import functools
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from report import markdown_table, write_report
+from tokenizer_report import evaluate
+
+from worldmodel.bundle import load_tokenizer
+from worldmodel.data.datamodule import held_out_episodes
+from worldmodel.envs import EnvSpec
+from worldmodel.envs.policies import TrackerPolicy
+
+VARIANTS = {
+    "full recipe": [],
+    "no perceptual (LPIPS) term": ["tokenizer.module.loss.perceptual_weight=0"],
+    "no foreground weighting": ["tokenizer.module.loss.foreground_weight=0"],
+    "no codebook remedy (plain codes, no revival)": [
+        "tokenizer.module.model.cosine_codes=false",
+        "tokenizer.module.model.revive_dead_codes=false",
+    ],
+}
+COLUMNS = (
+    "ball_recall",
+    "ball_false_positive_rate",
+    "paddle_y_error_px",
+    "psnr_db",
+    "codebook_usage",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--out", type=Path, default=Path("experiments/reports"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/ablation"))
+    args = parser.parse_args()
+    episodes = held_out_episodes(
+        EnvSpec(), functools.partial(TrackerPolicy), "data/val", 2, 1000, seed=1234
+    )
+    frames = np.concatenate([e.frames[1:] for e in episodes])
+    results = {}
+    for k, (name, overrides) in enumerate(VARIANTS.items()):
+        run_dir = args.runs / f"variant{k}"
+        start = time.time()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "worldmodel.train",
+                "stage=tokenizer",
+                f"tokenizer.max_steps={args.steps}",
+                f"hydra.run.dir={run_dir}",
+                "trainer.val_check_interval=100000",
+                "trainer.enable_progress_bar=false",
+                *overrides,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        tokenizer = load_tokenizer(run_dir / "tokenizer" / "checkpoints" / "last.ckpt")
+        metrics, _ = evaluate(tokenizer, frames)
+        results[name] = {**metrics, "train_s": time.time() - start, "overrides": overrides}
+        print(name, {c: round(metrics[c], 4) for c in COLUMNS}, flush=True)
+    rows = [[name, *(f"{r[c]:.3g}" for c in COLUMNS)] for name, r in results.items()]
+    write_report(
+        args.out,
+        "tokenizer_ablation",
+        f"Tokenizer ablation ({args.steps} training steps each, tiny config)",
+        f"python experiments/tokenizer_ablation.py --steps {args.steps}",
+        markdown_table(["variant", *COLUMNS], rows),
+        results,
+    )
+
+
+if __name__ == "__main__":
+    main()
