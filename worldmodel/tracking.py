@@ -1,6 +1,7 @@
 """Experiment tracking: a W&B logger that works with or without a network."""
 
 import os
+from pathlib import Path
 
 from lightning.pytorch.loggers import WandbLogger
 
@@ -33,3 +34,16 @@ def wandb_logger(
         offline=offline == "offline",
         mode=None if offline == "offline" else offline,
     )
+
+
+def finish_loggers(loggers: list) -> None:
+    """Close W&B runs (also after an exception, so a multirun never leaks one run into the
+    next) and say how to upload offline ones."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            run = logger.experiment
+            offline = getattr(run.settings, "mode", "") == "offline"
+            run_dir = run.dir
+            run.finish()
+            if offline:
+                print(f"W&B run saved offline; upload it with: wandb sync {Path(run_dir).parent}")

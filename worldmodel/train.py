@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from worldmodel.bundle import load_tokenizer, save_bundle
 from worldmodel.envs import EnvSpec
+from worldmodel.tracking import finish_loggers
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -68,15 +69,29 @@ def fit_stage(
     stage_dir = Path(cfg.paths.output_dir) / stage
     checkpoint_dir = stage_dir / "checkpoints"
     datamodule = instantiate(cfg.data, env=spec, batch_size=stage_cfg.batch_size, **data_overrides)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        max_steps=stage_cfg.max_steps,
-        default_root_dir=str(stage_dir),
-        logger=make_loggers(cfg, stage) or False,
-        callbacks=make_callbacks(cfg, checkpoint_dir),
-    )
-    start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, checkpoint_dir))
+    loggers = make_loggers(cfg, stage)
+    try:
+        trainer: L.Trainer = instantiate(
+            cfg.trainer,
+            max_steps=stage_cfg.max_steps,
+            default_root_dir=str(stage_dir),
+            logger=loggers or False,
+            callbacks=make_callbacks(cfg, checkpoint_dir),
+        )
+        for logger in loggers:
+            logger.log_hyperparams(
+                {
+                    "config": OmegaConf.to_container(cfg, resolve=True),
+                    "git_revision": git_revision(),
+                    "trainable_parameters": sum(
+                        p.numel() for p in module.parameters() if p.requires_grad
+                    ),
+                }
+            )
+        start = time.time()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, checkpoint_dir))
+    finally:
+        finish_loggers(loggers)
     last = checkpoint_dir / "last.ckpt"
     trainer.save_checkpoint(last)
     # How this stage was trained, for reports and for the shipped model's record.
@@ -144,5 +159,13 @@ def main(cfg: DictConfig) -> float | None:
     return run(cfg)
 
 
+def multirun_flag_first(argv: list[str]) -> list[str]:
+    """`python -m worldmodel.train +exp=pong -m a=1,2` (the documented form): Hydra's parser
+    only accepts -m/--multirun before the overrides, so move it there."""
+    flags = [a for a in argv if a in ("-m", "--multirun")]
+    return flags + [a for a in argv if a not in flags]
+
+
 if __name__ == "__main__":
+    sys.argv[1:] = multirun_flag_first(sys.argv[1:])
     main()

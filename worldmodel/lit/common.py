@@ -1,5 +1,7 @@
 """Small pieces both LightningModules share: finite-loss guard, image logging, PSNR."""
 
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -7,18 +9,42 @@ import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from PIL import Image
 
+log = logging.getLogger(__name__)
+
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN/Inf; training stops rather than corrupting the weights."""
 
 
-def check_finite(losses: dict[str, torch.Tensor], step: int) -> None:
+def check_finite(losses: dict[str, torch.Tensor], step: int, policy: str = "stop") -> bool:
+    """True if every loss term is finite. Otherwise `policy` "stop" raises (naming the step
+    and the term; the last checkpoint on disk stays the last good one) and "skip" warns
+    and returns False, so the caller skips this batch's update."""
     for name, value in losses.items():
-        if not torch.isfinite(value).all():
-            raise NonFiniteLossError(
-                f"loss term '{name}' is {value.item()} at global step {step}; the last "
-                "checkpoint is kept; lower the learning rate or resume from it with ckpt_path="
-            )
+        if torch.isfinite(value).all():
+            continue
+        message = f"loss term '{name}' is {value.item()} at global step {step}"
+        if policy == "skip":
+            log.warning("%s: skipping this batch", message)
+            return False
+        raise NonFiniteLossError(
+            f"{message}; the last checkpoint is kept: lower the learning rate and resume with "
+            "ckpt_path=last, or set nonfinite=skip on the module to skip such batches"
+        )
+    return True
+
+
+class Throughput:
+    """Items per second between consecutive training steps (waiting for data included)."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def __call__(self, items: int) -> float | None:
+        now = time.perf_counter()
+        rate = None if self._last is None else items / max(now - self._last, 1e-9)
+        self._last = now
+        return rate
 
 
 def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

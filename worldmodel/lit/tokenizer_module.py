@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldmodel.lit.common import check_finite, log_image, psnr, to_uint8_image
+from worldmodel.lit.common import Throughput, check_finite, log_image, psnr, to_uint8_image
 from worldmodel.models.perceptual import PerceptualLoss
 from worldmodel.models.quantizer import codebook_stats
 from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig, to_float_frames
@@ -47,6 +47,7 @@ class TokenizerModule(L.LightningModule):
         lr: float = 3e-4,
         weight_decay: float = 0.0,
         image_log_every_n_steps: int = 500,
+        nonfinite: str = "stop",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -58,6 +59,7 @@ class TokenizerModule(L.LightningModule):
         self.lr, self.weight_decay = lr, weight_decay
         self.image_log_every_n_steps = image_log_every_n_steps
         self._val_token_counts: torch.Tensor | None = None
+        self.throughput = Throughput()
 
     def losses(
         self, frames: torch.Tensor
@@ -79,9 +81,12 @@ class TokenizerModule(L.LightningModule):
 
     def training_step(self, frames: torch.Tensor, batch_idx: int) -> torch.Tensor:
         terms, recon, tokens = self.losses(frames)
-        check_finite(terms, self.global_step)
+        if not check_finite(terms, self.global_step, self.hparams.nonfinite):
+            return None  # Lightning skips the optimizer step
         loss = sum(terms.values())
         stats = codebook_stats(tokens, self.tokenizer.cfg.num_codes)
+        if (frames_per_s := self.throughput(len(frames))) is not None:
+            self.log("train/frames_per_s", frames_per_s)
         self.log_dict({f"train/{k}": v for k, v in terms.items()})
         self.log_dict(
             {

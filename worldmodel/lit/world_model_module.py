@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from worldmodel.engine import LearnedGame
-from worldmodel.lit.common import check_finite, log_image
+from worldmodel.lit.common import Throughput, check_finite, log_image
 from worldmodel.models.tokenizer import Tokenizer
 from worldmodel.models.world_model import WorldModel, WorldModelConfig
 
@@ -32,6 +32,7 @@ class WorldModelModule(L.LightningModule):
         media_every_n_val: int = 1,
         rollout_context: int = 4,
         rollout_horizon: int = 12,
+        nonfinite: str = "stop",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer"])
@@ -48,6 +49,7 @@ class WorldModelModule(L.LightningModule):
         self.rollout_context, self.rollout_horizon = rollout_context, rollout_horizon
         self._counts: dict[str, torch.Tensor] = {}
         self._val_runs = 0
+        self.throughput = Throughput()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -97,8 +99,17 @@ class WorldModelModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms, predictions = self.losses(batch)
-        check_finite(terms, self.global_step)
+        if not check_finite(terms, self.global_step, self.hparams.nonfinite):
+            return None  # Lightning skips the optimizer step
         loss = sum(terms.values())
+        frames = batch["actions"].numel()
+        if (frames_per_s := self.throughput(frames)) is not None:
+            self.log_dict(
+                {
+                    "train/frames_per_s": frames_per_s,
+                    "train/tokens_per_s": frames_per_s * self.cfg.block_len,
+                }
+            )
         self.log_dict({f"train/{k}_loss": v for k, v in terms.items()})
         self.log_dict(
             {"train/loss": loss, "train/token_accuracy": predictions["token_accuracy"]},

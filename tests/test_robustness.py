@@ -1,0 +1,126 @@
+import signal
+import subprocess
+import sys
+import time
+
+import lightning as L
+import pytest
+import torch
+from fsspec.implementations.local import LocalFileOpener
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.utils.data import DataLoader
+
+from worldmodel.lit.common import NonFiniteLossError
+from worldmodel.lit.tokenizer_module import TokenizerModule
+
+from .test_tokenizer import TINY
+
+TRAIN = [sys.executable, "-m", "worldmodel.train", "+exp=smoke", "stage=tokenizer"]
+
+
+def test_a_training_run_killed_mid_way_resumes_from_its_last_checkpoint(tmp_path):
+    run_dir, data = tmp_path / "run", f"paths.data_dir={tmp_path / 'data'}"
+    ckpt = run_dir / "tokenizer" / "checkpoints" / "last.ckpt"
+    args = [
+        *TRAIN,
+        f"hydra.run.dir={run_dir}",
+        data,
+        "tokenizer.max_steps=400",
+        "callbacks.checkpoint.every_n_train_steps=5",
+        "trainer.val_check_interval=1000",
+    ]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not ckpt.exists():
+            time.sleep(0.5)
+        assert ckpt.exists(), "no checkpoint written before the deadline"
+        time.sleep(1.0)
+    finally:
+        process.send_signal(signal.SIGKILL)  # no chance to clean up
+        process.wait()
+    killed_at = torch.load(ckpt, weights_only=True)["global_step"]
+    assert 5 <= killed_at < 400
+
+    resumed = subprocess.run(
+        [
+            *args[:-3],
+            "tokenizer.max_steps=" + str(killed_at + 6),
+            "ckpt_path=last",
+            "trainer.val_check_interval=1000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = torch.load(ckpt, weights_only=True)
+    assert final["global_step"] == killed_at + 6  # continued, not restarted
+    assert final["optimizer_states"][0]["state"]  # with the optimizer's moments
+
+
+def fit_on_nan_frames(module: TokenizerModule) -> None:
+    frames = torch.full((2, 3, 64, 64), float("nan"))
+    trainer = L.Trainer(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader([frames, frames], batch_size=None))
+
+
+def tiny_module(nonfinite: str) -> TokenizerModule:
+    return TokenizerModule(model=TINY, loss={"perceptual_weight": 0.0}, nonfinite=nonfinite)
+
+
+def test_nan_loss_stops_with_the_step_and_the_loss_term():
+    with pytest.raises(NonFiniteLossError, match=r"loss term 'l1' is nan at global step 0"):
+        fit_on_nan_frames(tiny_module("stop"))
+
+
+def test_nan_loss_can_skip_the_batch_instead():
+    module = tiny_module("skip")
+    before = {k: v.clone() for k, v in module.tokenizer.state_dict().items()}
+    fit_on_nan_frames(module)
+    after = module.tokenizer.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "idle_steps" not in k)
+
+
+def test_lightning_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    """Lightning writes through an fsspec transaction (temp file + rename): a write that
+    dies half-way leaves the previous checkpoint intact. This guards that behaviour."""
+    target = tmp_path / "last.ckpt"
+    checkpoint_io = TorchCheckpointIO()
+    checkpoint_io.save_checkpoint({"step": 1}, target)
+
+    def dies_half_way(self, data):
+        self.f.write(data[: len(data) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(LocalFileOpener, "write", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint_io.save_checkpoint({"step": 2}, target)
+    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_two_job_multirun_writes_one_directory_per_job(tmp_path):
+    result = subprocess.run(
+        [
+            *TRAIN,
+            "-m",  # after the overrides, as in the README's sweep command
+            "tokenizer.max_steps=2,3",
+            f"hydra.sweep.dir={tmp_path}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "trainer.val_check_interval=1000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, steps in (("0", 2), ("1", 3)):
+        ckpt = tmp_path / job / "tokenizer" / "checkpoints" / "last.ckpt"
+        assert torch.load(ckpt, weights_only=True)["global_step"] == steps
