@@ -64,30 +64,35 @@ class VectorQuantizer(nn.Module):
         # Straight-through: the forward pass uses z_q, the gradient flows to z unchanged.
         z_q_flat = flat + (z_q_flat - flat).detach()
         if self.training:
-            self._track_usage(tokens, flat.detach())
+            errors = (flat.detach() - z_q_flat.detach()).pow(2).sum(1)
+            self._track_usage(tokens, flat.detach(), errors)
         z_q = z_q_flat.reshape(b, h, w, d).permute(0, 3, 1, 2)
         return QuantizerOutput(z_q, tokens.reshape(b, h * w), codebook_loss, commitment_loss)
 
     @torch.no_grad()
-    def _track_usage(self, tokens: torch.Tensor, flat: torch.Tensor) -> None:
+    def _track_usage(self, tokens: torch.Tensor, flat: torch.Tensor, errors: torch.Tensor) -> None:
         used = torch.zeros_like(self.idle_steps, dtype=torch.bool)
         used[tokens] = True
         self.idle_steps = torch.where(used, 0, self.idle_steps + 1)
-        self._latest_inputs = flat
+        self._latest_inputs, self._latest_errors = flat, errors
 
     @torch.no_grad()
     def revive_dead_codes_(self) -> int:
-        """Move codes idle for `dead_after_steps` onto random recent encoder outputs.
+        """Move codes idle for `dead_after_steps` onto recent encoder outputs, drawn with
+        probability proportional to how badly they are quantized now (k-means++ style).
 
-        Called after the optimizer step (not inside forward, where changing the codebook in
-        place would corrupt the pending backward pass). Returns how many were revived.
+        Uniform draws would mostly pick background cells, which already have a good code;
+        the cells holding the ball or a paddle are the rare, badly served ones. Called after
+        the optimizer step (changing the codebook inside forward would corrupt the pending
+        backward pass). Returns how many codes were revived.
         """
         inputs = getattr(self, "_latest_inputs", None)
         if not self.revive_dead_codes or inputs is None:
             return 0
         dead = (self.idle_steps > self.dead_after_steps).nonzero().squeeze(1)
         if len(dead) > 0:
-            picks = torch.randint(len(inputs), (len(dead),), device=inputs.device)
+            weights = self._latest_errors + 1e-12
+            picks = torch.multinomial(weights, len(dead), replacement=len(dead) > len(weights))
             self.codebook.weight[dead] = inputs[picks]
             self.idle_steps[dead] = 0
         return len(dead)
