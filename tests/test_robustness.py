@@ -124,3 +124,26 @@ def test_a_two_job_multirun_writes_one_directory_per_job(tmp_path):
     for job, steps in (("0", 2), ("1", 3)):
         ckpt = tmp_path / job / "tokenizer" / "checkpoints" / "last.ckpt"
         assert torch.load(ckpt, weights_only=True)["global_step"] == steps
+
+
+def test_two_ddp_processes_train_on_cpu(tmp_path):
+    result = subprocess.run(
+        [
+            *TRAIN,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32-true",
+            "tokenizer.max_steps=3",
+            f"hydra.run.dir={tmp_path}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "trainer.val_check_interval=1000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "train_ddp_process_1.log").exists()  # a second rank really ran
+    ckpt = torch.load(tmp_path / "tokenizer" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3

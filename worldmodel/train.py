@@ -102,7 +102,8 @@ def fit_stage(
         "global_step": trainer.global_step,
         "policy": cfg.policy._target_,
     }
-    (stage_dir / "train_info.json").write_text(json.dumps(info, indent=2))
+    if trainer.is_global_zero:
+        (stage_dir / "train_info.json").write_text(json.dumps(info, indent=2))
     log.info("%s stage done: %s", stage, last)
     return trainer, last
 
@@ -142,6 +143,8 @@ def run(cfg: DictConfig) -> float | None:
             tokenizer=tokenizer,
         )
         metric = trainer.callback_metrics.get("val/loss")
+        if not trainer.is_global_zero:
+            return None
         bundle = save_bundle(
             Path(cfg.paths.output_dir) / "bundle.ckpt",
             tokenizer,
