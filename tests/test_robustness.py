@@ -147,3 +147,24 @@ def test_two_ddp_processes_train_on_cpu(tmp_path):
     assert (tmp_path / "train_ddp_process_1.log").exists()  # a second rank really ran
     ckpt = torch.load(tmp_path / "tokenizer" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3
+
+
+def test_optuna_search_runs_trials_and_minimises_the_returned_loss(tmp_path):
+    result = subprocess.run(
+        [
+            *TRAIN,
+            "-m",
+            "hparams_search=world_model_optuna",
+            "hydra.sweeper.n_trials=2",
+            "tokenizer.max_steps=6",
+            "tokenizer.module.lr=interval(0.0005,0.002)",  # a search dimension from the CLI
+            f"hydra.sweep.dir={tmp_path}",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = (tmp_path / "optimization_results.yaml").read_text()
+    assert "best_value" in best and "tokenizer.module.lr" in best
