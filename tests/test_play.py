@@ -47,8 +47,10 @@ def test_scripted_keys_drive_the_game_and_quit_cleanly(app):
 
 
 def test_side_by_side_renders_both_panels(app):
-    app.settings.mode = "side"
-    app.run(steps=3)
+    assert app.screen.get_width() == app.size  # dream mode: one panel
+    m_key = [key(pygame.KEYDOWN, pygame.K_m)]
+    app.run(steps=3, events_at={0: m_key, 1: m_key})  # dream -> real -> side
+    assert app.settings.mode == "side" and app.screen.get_width() == 2 * app.size
     pixels = pygame.surfarray.array3d(app.screen).transpose(1, 0, 2)
     left, right = pixels[40:, : app.size], pixels[40:, app.size :]
     assert left.std() > 5 and right.std() > 5  # both panels hold a picture

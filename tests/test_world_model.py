@@ -94,3 +94,47 @@ def test_greedy_generation_is_deterministic_and_seeded_sampling_repeats():
         game.reset(frames)
         runs.append(torch.stack([game.step(torch.tensor([1, 2]))[0] for _ in range(3)]))
     assert torch.equal(runs[0], runs[1])
+
+
+def test_world_model_loss_ignores_padding_and_a_few_steps_lower_it():
+    from worldmodel.lit.world_model_module import WorldModelModule
+
+    torch.manual_seed(0)
+    module = WorldModelModule(
+        model={
+            "max_frames": 4,
+            "n_layers": 1,
+            "n_heads": 2,
+            "d_model": 32,
+            "num_actions": 6,
+            "dropout": 0.0,
+        },
+        tokenizer=Tokenizer(TokenizerConfig(**TINY)),
+        lr=3e-3,
+        warmup_steps=1,
+    )
+    batch = {
+        # A static scene: each frame repeats the first, which a GPT quickly learns to copy.
+        "tokens": torch.randint(0, 64, (3, 1, 16)).repeat(1, 4, 1),
+        "actions": torch.randint(0, 6, (3, 4)),
+        "rewards": torch.tensor([[0.0, 1, 0, -1]] * 3),
+        "terminated": torch.zeros(3, 4, dtype=torch.bool),
+        "mask": torch.ones(3, 4, dtype=torch.bool),
+    }
+    batch["mask"][0, 2:] = False  # the episode ended: steps 2 and 3 are padding
+    terms, _ = module.losses(batch)
+    padded = {k: v.clone() for k, v in batch.items()}
+    padded["tokens"][0, 2:] = torch.randint(0, 64, (2, 16))
+    padded["actions"][0, 2:] = torch.randint(0, 6, (2,))
+    padded["rewards"][0, 2:] = 1.0
+    for name, value in module.losses(padded)[0].items():
+        assert torch.allclose(value, terms[name]), name
+
+    optimizer = module.configure_optimizers()["optimizer"]
+    first = sum(terms.values()).item()
+    for _ in range(30):
+        loss = sum(module.losses(batch)[0].values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.7 * first

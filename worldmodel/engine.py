@@ -37,7 +37,9 @@ class LearnedGame:
         self.temperature, self.greedy = temperature, greedy
         self.device = next(world_model.parameters()).device
         self.generator = torch.Generator(self.device)
-        if seed is not None:
+        if seed is None:
+            self.generator.seed()  # a fresh unseeded generator would always start the same
+        else:
             self.generator.manual_seed(seed)
         max_frames = self.cfg.max_frames
         self.keep_frames = max(1, min(keep_frames or max_frames // 2, max_frames - 1))

@@ -66,6 +66,9 @@ def fit_stage(
 ) -> tuple[L.Trainer, Path]:
     """Train one stage on the streaming data; returns the trainer and its last checkpoint."""
     stage_cfg = cfg[stage]
+    # Seeded per stage: the world model starts the same whether or not a tokenizer stage
+    # ran before it in this process.
+    L.seed_everything(cfg.seed + STAGES.index(stage), workers=True)
     stage_dir = Path(cfg.paths.output_dir) / stage
     checkpoint_dir = stage_dir / "checkpoints"
     datamodule = instantiate(cfg.data, env=spec, batch_size=stage_cfg.batch_size, **data_overrides)
@@ -114,7 +117,12 @@ def run(cfg: DictConfig) -> float | None:
         raise ValueError(f"stage must be one of {STAGES + ('all',)}, got {cfg.stage!r}")
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
-    L.seed_everything(cfg.seed, workers=True)
+    if cfg.stage == "all" and cfg.ckpt_path not in (None, "last"):
+        raise ValueError(
+            "stage=all resumes with ckpt_path=last (each stage from its own "
+            "last.ckpt); an explicit checkpoint path needs stage=tokenizer or "
+            "stage=world_model"
+        )
     spec: EnvSpec = instantiate(cfg.env)
     metric = None
     tokenizer_ckpt = cfg.tokenizer_ckpt

@@ -75,10 +75,6 @@ class AtariBatch:
         self.ram = np.zeros((num_envs, first.ale.getRAMSize()), np.uint8)
         self.frames = np.zeros((num_envs, spec.frame_size, spec.frame_size, channels), np.uint8)
 
-    @property
-    def num_actions(self) -> int:
-        return len(self.action_meanings)
-
     def _reset_one(self, i: int) -> None:
         obs, _ = self.envs[i].reset(seed=int(self._seeds.integers(2**31)))
         self.full_frames[i] = obs

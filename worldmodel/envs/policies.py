@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from worldmodel.envs import pong_ram
+
 
 class Policy(Protocol):
     def act(self, frames: np.ndarray, ram: np.ndarray) -> np.ndarray:
@@ -61,9 +63,9 @@ class TrackerPolicy:
         num_envs: int,
         seed: int,
         *,
-        ball_x: int = 49,
-        ball_y: int = 54,
-        paddle_y: int = 51,
+        ball_x: int = pong_ram.BALL_X,
+        ball_y: int = pong_ram.BALL_Y,
+        paddle_y: int = pong_ram.PLAYER_Y,
         paddle_x: float = 188.0,
         paddle_offset: float = 8.0,
         wall_top: float = 38.0,

@@ -5,8 +5,7 @@ from collections.abc import Callable
 import numpy as np
 
 from worldmodel.envs.atari import AtariBatch, EnvSpec
-
-BALL_X, BALL_Y = 49, 54
+from worldmodel.envs.pong_ram import BALL_X, BALL_Y
 
 
 def count_returns(ball_x: np.ndarray, ball_y: np.ndarray, min_x: float = 150.0) -> np.ndarray:

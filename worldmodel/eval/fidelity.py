@@ -30,7 +30,9 @@ class Rollouts:
 
 def pick_starts(episodes: list[Episode], context: int, horizon: int, n: int) -> list[tuple]:
     """n (episode, start) pairs spread evenly over the episodes (skipping the reset frame)."""
-    spans = [(i, t) for i, e in enumerate(episodes) for t in range(1, len(e) - context - horizon)]
+    spans = [
+        (i, t) for i, e in enumerate(episodes) for t in range(1, len(e) - context - horizon + 1)
+    ]
     if not spans:
         raise ValueError(
             f"held-out episodes are too short for context {context} + horizon {horizon}"

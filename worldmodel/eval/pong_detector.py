@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from worldmodel.envs import pong_ram
 from worldmodel.envs.resize import area_weights
 
 FULL_H, FULL_W = 210, 160
@@ -53,7 +54,6 @@ BALL_H, BALL_W = 4, 2
 # * opponent paddle: top row = ram[50] - 15 (in every frame).
 # * player paddle: drawn on even rows only: top row = ram[51] - 13 rounded down to even
 #   (in every frame).
-RAM_BALL_X, RAM_BALL_Y, RAM_OPPONENT_Y, RAM_PLAYER_Y = 49, 54, 50, 51
 BALL_X_OFFSET, BALL_Y_OFFSET = -49, -14
 OPPONENT_TOP_OFFSET, PLAYER_TOP_OFFSET = -15, -13
 # A paddle counts as visible when at least this many of its full-frame rows are in the
@@ -308,7 +308,7 @@ def ram_to_pixels(ram: np.ndarray, frame_size: int | tuple[int, int] = 64) -> di
     """
     height, width = (frame_size, frame_size) if np.isscalar(frame_size) else frame_size
     ram = np.asarray(ram).astype(np.int64)
-    ball_x, ball_y = ram[:, RAM_BALL_X], ram[:, RAM_BALL_Y]
+    ball_x, ball_y = ram[:, pong_ram.BALL_X], ram[:, pong_ram.BALL_Y]
     left = ball_x + BALL_X_OFFSET
     top = ball_y + BALL_Y_OFFSET
     cx, w = _visible_centre(left, left + BALL_W, 0, FULL_W)
@@ -319,8 +319,8 @@ def ram_to_pixels(ram: np.ndarray, frame_size: int | tuple[int, int] = 64) -> di
 
     paddles = {}
     tops = {
-        "player": (ram[:, RAM_PLAYER_Y] + PLAYER_TOP_OFFSET) // 2 * 2,
-        "opponent": ram[:, RAM_OPPONENT_Y] + OPPONENT_TOP_OFFSET,
+        "player": (ram[:, pong_ram.PLAYER_Y] + PLAYER_TOP_OFFSET) // 2 * 2,
+        "opponent": ram[:, pong_ram.OPPONENT_Y] + OPPONENT_TOP_OFFSET,
     }
     for side, paddle_top in tops.items():
         centre, rows = _visible_centre(paddle_top, paddle_top + PADDLE_HEIGHT, *PLAYFIELD_ROWS)

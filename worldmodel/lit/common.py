@@ -16,22 +16,28 @@ class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN/Inf; training stops rather than corrupting the weights."""
 
 
-def check_finite(losses: dict[str, torch.Tensor], step: int, policy: str = "stop") -> bool:
+def check_finite(
+    losses: dict[str, torch.Tensor], step: int, policy: str = "stop", agree=lambda finite: finite
+) -> bool:
     """True if every loss term is finite. Otherwise `policy` "stop" raises (naming the step
     and the term; the last checkpoint on disk stays the last good one) and "skip" warns
-    and returns False, so the caller skips this batch's update."""
-    for name, value in losses.items():
-        if torch.isfinite(value).all():
-            continue
-        message = f"loss term '{name}' is {value.item()} at global step {step}"
-        if policy == "skip":
-            log.warning("%s: skipping this batch", message)
-            return False
-        raise NonFiniteLossError(
-            f"{message}; the last checkpoint is kept: lower the learning rate and resume with "
-            "ckpt_path=last, or set nonfinite=skip on the module to skip such batches"
-        )
-    return True
+    and returns False, so the caller skips this batch's update. `agree` turns the local
+    verdict into one all processes share (under DDP every rank must skip together)."""
+    if agree(all(bool(torch.isfinite(v).all()) for v in losses.values())):
+        return True
+    bad = [(name, v) for name, v in losses.items() if not torch.isfinite(v).all()]
+    message = (
+        f"loss term '{bad[0][0]}' is {bad[0][1].item()} at global step {step}"
+        if bad
+        else f"a loss on another process is not finite at global step {step}"
+    )
+    if policy == "skip":
+        log.warning("%s: skipping this batch", message)
+        return False
+    raise NonFiniteLossError(
+        f"{message}; the last checkpoint is kept: lower the learning rate and resume with "
+        "ckpt_path=last, or set nonfinite=skip on the module to skip such batches"
+    )
 
 
 class Throughput:

@@ -81,7 +81,12 @@ class TokenizerModule(L.LightningModule):
 
     def training_step(self, frames: torch.Tensor, batch_idx: int) -> torch.Tensor:
         terms, recon, tokens = self.losses(frames)
-        if not check_finite(terms, self.global_step, self.hparams.nonfinite):
+        if not check_finite(
+            terms,
+            self.global_step,
+            self.hparams.nonfinite,
+            self.trainer.strategy.reduce_boolean_decision,
+        ):
             return None  # Lightning skips the optimizer step
         loss = sum(terms.values())
         stats = codebook_stats(tokens, self.tokenizer.cfg.num_codes)
@@ -101,7 +106,15 @@ class TokenizerModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        revived = self.tokenizer.quantizer.revive_dead_codes_()
+        quantizer = self.tokenizer.quantizer
+        revived = quantizer.revive_dead_codes_()
+        if self.trainer.world_size > 1:
+            # Each rank revives from its own batch; DDP only syncs gradients, so make every
+            # rank take rank 0's codebook or the copies drift apart.
+            quantizer.codebook.weight.data = self.trainer.strategy.broadcast(
+                quantizer.codebook.weight.data
+            )
+            quantizer.idle_steps = self.trainer.strategy.broadcast(quantizer.idle_steps)
         self.log("train/revived_codes", float(revived))
 
     def on_validation_epoch_start(self) -> None:

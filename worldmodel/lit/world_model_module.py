@@ -65,25 +65,24 @@ class WorldModelModule(L.LightningModule):
     def losses(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         k = self.cfg.tokens_per_frame
         tokens, actions, mask = self.frame_tokens(batch), batch["actions"], batch["mask"]
-        b, length = actions.shape
+        length = actions.shape[1]
         sequence = self.world_model.interleave(tokens, actions)  # (B, L*(K+1))
-        out = self.world_model(sequence[:, :-1])
+        # The whole segment goes in, so every action position gets its reward/end label; the
+        # last position's next-token prediction has no target and is ignored.
+        out = self.world_model(sequence)
 
-        # Next-token targets that are frame tokens, from frames that really happened.
-        targets = sequence[:, 1:]
-        block_pos = torch.arange(1, sequence.shape[1], device=self.device) % (k + 1)
-        frame_of_target = torch.arange(1, sequence.shape[1], device=self.device) // (k + 1)
-        is_frame_token = (block_pos != k)[None, :] & mask[:, frame_of_target]
-        obs_logits = out.obs_logits[is_frame_token]
-        obs_targets = targets[is_frame_token]
+        # Next-token targets that are frame tokens of frames that really happened.
+        target_pos = torch.arange(1, sequence.shape[1], device=self.device)
+        is_frame_token = (target_pos % (k + 1) != k)[None, :] & mask[:, target_pos // (k + 1)]
+        obs_logits = out.obs_logits[:, :-1][is_frame_token]
+        obs_targets = sequence[:, 1:][is_frame_token]
 
         # Reward and end, read at each action position.
         action_pos = torch.arange(length, device=self.device) * (k + 1) + k
-        valid = mask[:, : length - 1]  # the last action position is not in the input
-        reward_logits = out.reward_logits[:, action_pos[: length - 1]][valid]
-        end_logits = out.end_logits[:, action_pos[: length - 1]][valid]
-        reward_targets = (torch.sign(batch["rewards"][:, : length - 1]) + 1).long()[valid]
-        end_targets = batch["terminated"][:, : length - 1].long()[valid]
+        reward_logits = out.reward_logits[:, action_pos][mask]
+        end_logits = out.end_logits[:, action_pos][mask]
+        reward_targets = (torch.sign(batch["rewards"]) + 1).long()[mask]
+        end_targets = batch["terminated"].long()[mask]
 
         terms = {
             "obs": F.cross_entropy(obs_logits, obs_targets),
@@ -99,10 +98,15 @@ class WorldModelModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms, predictions = self.losses(batch)
-        if not check_finite(terms, self.global_step, self.hparams.nonfinite):
+        if not check_finite(
+            terms,
+            self.global_step,
+            self.hparams.nonfinite,
+            self.trainer.strategy.reduce_boolean_decision,
+        ):
             return None  # Lightning skips the optimizer step
         loss = sum(terms.values())
-        frames = batch["actions"].numel()
+        frames = int(batch["mask"].sum())
         if (frames_per_s := self.throughput(frames)) is not None:
             self.log_dict(
                 {
@@ -142,9 +146,10 @@ class WorldModelModule(L.LightningModule):
     def _log_rollout(self, batch: dict) -> None:
         """Imagined frames next to the real ones, for the same recorded actions."""
         c, horizon = self.rollout_context, self.rollout_horizon
-        frames, actions = batch["frames"][:4], batch["actions"][:4]
+        whole = batch["mask"].all(dim=1)  # segments without padding at the end
+        frames, actions = batch["frames"][whole][:4], batch["actions"][whole][:4]
         horizon = min(horizon, frames.shape[1] - c)
-        if horizon <= 0:
+        if horizon <= 0 or len(frames) == 0:
             return
         game = LearnedGame(self.tokenizer, self.world_model, temperature=1.0, seed=0)
         game.reset(frames[:, :c], actions[:, : c - 1])

@@ -59,13 +59,13 @@ class VectorQuantizer(nn.Module):
         tokens = distances.argmin(dim=1)
         z_q_flat = codes[tokens]
 
+        if self.training:
+            errors = (flat.detach() - z_q_flat.detach()).pow(2).sum(1)
+            self._track_usage(tokens, flat.detach(), errors)
         codebook_loss = F.mse_loss(z_q_flat, flat.detach())
         commitment_loss = F.mse_loss(flat, z_q_flat.detach())
         # Straight-through: the forward pass uses z_q, the gradient flows to z unchanged.
         z_q_flat = flat + (z_q_flat - flat).detach()
-        if self.training:
-            errors = (flat.detach() - z_q_flat.detach()).pow(2).sum(1)
-            self._track_usage(tokens, flat.detach(), errors)
         z_q = z_q_flat.reshape(b, h, w, d).permute(0, 3, 1, 2)
         return QuantizerOutput(z_q, tokens.reshape(b, h * w), codebook_loss, commitment_loss)
 

@@ -25,6 +25,12 @@ class WorldModelConfig:
     d_model: int = 256
     dropout: float = 0.1
 
+    def __post_init__(self) -> None:
+        if self.max_frames < 2:
+            raise ValueError(
+                f"max_frames must be >= 2 (a frame and the next), got {self.max_frames}"
+            )
+
     @property
     def block_len(self) -> int:
         return self.tokens_per_frame + 1

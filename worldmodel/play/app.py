@@ -69,10 +69,7 @@ class PlayApp:
         self.size = bundle.spec.frame_size * s.scale
         pygame.display.init()  # not pygame.init(): no audio needed (and none on servers)
         pygame.font.init()
-        try:
-            self.screen = pygame.display.set_mode((2 * self.size, self.size + HEADER))
-        except pygame.error as err:
-            raise RuntimeError(f"no display available ({err}); run with headless=true") from err
+        self._open_window()
         pygame.display.set_caption("worldmodel: Pong inside a neural network")
         self.font = pygame.font.Font(None, 22)
         self.held: set[str] = set()
@@ -160,7 +157,7 @@ class PlayApp:
             elif key == pg.K_n and self.paused:
                 self.step_once = True
             elif key == pg.K_m:
-                self.settings.mode = MODES[(MODES.index(self.settings.mode) + 1) % len(MODES)]
+                self.switch_mode(MODES[(MODES.index(self.settings.mode) + 1) % len(MODES)])
             elif key in (pg.K_PLUS, pg.K_EQUALS, pg.K_KP_PLUS):
                 self._set_temperature(self.game.temperature + 0.1)
             elif key in (pg.K_MINUS, pg.K_KP_MINUS):
@@ -170,6 +167,23 @@ class PlayApp:
             elif key == pg.K_v:
                 self.toggle_recording("recording.mp4")
         return True
+
+    def switch_mode(self, mode: str) -> None:
+        """Only the shown game advances, so re-anchor the dream on the real frame when both
+        are shown. A video's frame size is fixed: a running recording ends."""
+        self.settings.mode = mode
+        if mode == "side":
+            self.dream_frame = self.game.reset(torch.from_numpy(self.real.frames))[0].cpu().numpy()
+        if self.recorder is not None:
+            self.toggle_recording("")
+        self._open_window()
+
+    def _open_window(self) -> None:
+        panels = 2 if self.settings.mode == "side" else 1
+        try:
+            self.screen = self.pg.display.set_mode((panels * self.size, self.size + HEADER))
+        except self.pg.error as err:
+            raise RuntimeError(f"no display available ({err}); run with headless=true") from err
 
     def _set_temperature(self, value: float) -> None:
         self.game.temperature = round(min(2.0, max(0.1, value)), 2)
@@ -205,9 +219,7 @@ class PlayApp:
             )
         self.pg.display.flip()
         if self.recorder is not None:
-            width = self.size * (2 if mode == "side" else 1)
-            pixels = self.pg.surfarray.array3d(self.screen).transpose(1, 0, 2)
-            self.recorder.append_data(pixels[:, :width])
+            self.recorder.append_data(self.pg.surfarray.array3d(self.screen).transpose(1, 0, 2))
             self.recorded_frames += 1
 
     def toggle_recording(self, path: str) -> None:
