@@ -1,6 +1,6 @@
 """Speed of the play loop: frames per second of generate + decode, no drawing.
 
-    python experiments/bench_play.py [BUNDLE] [--threads 2] [--json PATH]
+    python experiments/bench_play.py [BUNDLE] [--threads 2] [--out experiments/reports]
 
 Measured in one run, so the ratio holds on a noisy machine:
   cached     the engine (KV cache, one token per forward), batch 1
@@ -10,11 +10,11 @@ Measured in one run, so the ratio holds on a noisy machine:
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from report import markdown_table, write_report
 
 from worldmodel.bundle import load_bundle
 from worldmodel.engine import LearnedGame, to_uint8_frames
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("bundle", nargs="?", default="models/pong_tiny.bundle.ckpt")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--json", type=Path, default=Path("experiments/reports/bench_play.json"))
+    parser.add_argument("--out", type=Path, default=Path("experiments/reports"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bundle = load_bundle(args.bundle)
@@ -77,20 +77,21 @@ def main() -> None:
     }
     results["ratio"] = results["fps_cached"] / results["fps_baseline"]
     results["threads"] = args.threads
-    results["device"] = "cpu"
     rows = [
-        ("engine, KV cache, batch 1", results["fps_cached"]),
-        ("baseline: no cache, batch 1", results["fps_baseline"]),
-        ("engine, batch 16 (frames/s, all games)", results["fps_batch16"]),
-        ("engine, batch 64 (frames/s, all games)", results["fps_batch64"]),
+        ["engine: KV cache, batch 1", f"{results['fps_cached']:.1f}"],
+        ["baseline: no cache (full context per token), batch 1", f"{results['fps_baseline']:.1f}"],
+        ["engine, batch 16 (frames/s over all games)", f"{results['fps_batch16']:.1f}"],
+        ["engine, batch 64 (frames/s over all games)", f"{results['fps_batch64']:.1f}"],
+        ["cached / baseline", f"{results['ratio']:.1f}x"],
     ]
-    print(f"bundle {args.bundle}, {args.threads} CPU threads")
-    print("| loop | frames/s |\n|---|---:|")
-    for name, fps in rows:
-        print(f"| {name} | {fps:.1f} |")
-    print(f"cached / baseline: {results['ratio']:.1f}x")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    write_report(
+        args.out,
+        "bench_play",
+        f"Play-loop speed (generate + decode, no drawing), {args.threads} CPU threads",
+        f"python experiments/bench_play.py {args.bundle} --threads {args.threads}",
+        markdown_table(["loop", "frames/s"], rows),
+        results,
+    )
 
 
 if __name__ == "__main__":

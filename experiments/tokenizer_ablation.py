@@ -16,7 +16,7 @@ from report import markdown_table, write_report
 from tokenizer_report import evaluate
 
 from worldmodel.bundle import load_tokenizer
-from worldmodel.data.datamodule import held_out_episodes
+from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
 from worldmodel.envs import EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
 
@@ -45,7 +45,12 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/ablation"))
     args = parser.parse_args()
     episodes = held_out_episodes(
-        EnvSpec(), functools.partial(TrackerPolicy), "data/val", 2, 1000, seed=1234
+        EnvSpec(),
+        functools.partial(TrackerPolicy),
+        "data/val",
+        VAL_EPISODES,
+        VAL_MAX_STEPS,
+        VAL_SEED,
     )
     frames = np.concatenate([e.frames[1:] for e in episodes])
     results = {}

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from worldmodel.bundle import load_tokenizer
-from worldmodel.data.datamodule import held_out_episodes
+from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
 from worldmodel.engine import to_uint8_frames
 from worldmodel.envs import EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
@@ -91,8 +91,8 @@ def main() -> None:
     parser.add_argument("ckpt", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data-dir", default="data/val")
-    parser.add_argument("--episodes", type=int, default=2)
-    parser.add_argument("--max-steps", type=int, default=1000)
+    parser.add_argument("--episodes", type=int, default=VAL_EPISODES)
+    parser.add_argument("--max-steps", type=int, default=VAL_MAX_STEPS)
     args = parser.parse_args()
 
     start = time.time()
@@ -104,7 +104,7 @@ def main() -> None:
         args.data_dir,
         args.episodes,
         args.max_steps,
-        seed=1234,
+        seed=VAL_SEED,
     )
     # Frame 0 of an episode is drawn in a different palette (before the game starts).
     frames = np.concatenate([e.frames[1:] for e in episodes])
@@ -125,7 +125,7 @@ def main() -> None:
         "",
         f"Checkpoint: `{args.ckpt}`  ",
         f"Command: `python experiments/tokenizer_report.py {args.ckpt} --out {args.out}`  ",
-        f"Held-out frames: {len(frames)} from {len(episodes)} tracker episodes (seed 1234)",
+        f"Held-out frames: {len(frames)} from {len(episodes)} tracker episodes (seed {VAL_SEED})",
         "",
         *lines,
         "",

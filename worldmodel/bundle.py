@@ -79,6 +79,19 @@ def _read(path: Path) -> dict:
     return payload
 
 
+def _build(path: Path, model_cls, config_cls, part: dict):
+    try:
+        model = model_cls(config_cls(**part["config"]))
+        model.load_state_dict(part["state_dict"])
+    except (TypeError, RuntimeError, KeyError) as err:
+        raise BundleError(
+            f"{path}: its weights do not fit the {model_cls.__name__} its config "
+            f"describes (written by another version of worldmodel?): "
+            f"{str(err).splitlines()[0]}"
+        ) from err
+    return model
+
+
 def load_bundle(
     path: str | Path, device: str | torch.device = "cpu", require_world_model: bool = True
 ) -> Bundle:
@@ -92,12 +105,10 @@ def load_bundle(
             else ""
         )
         raise BundleError(f"{path}: not a worldmodel bundle{hint}")
-    tokenizer = Tokenizer(TokenizerConfig(**payload["tokenizer"]["config"]))
-    tokenizer.load_state_dict(payload["tokenizer"]["state_dict"])
+    tokenizer = _build(path, Tokenizer, TokenizerConfig, payload["tokenizer"])
     world_model = None
     if payload["world_model"] is not None:
-        world_model = WorldModel(WorldModelConfig(**payload["world_model"]["config"]))
-        world_model.load_state_dict(payload["world_model"]["state_dict"])
+        world_model = _build(path, WorldModel, WorldModelConfig, payload["world_model"])
         world_model.to(device).eval()
     elif require_world_model:
         raise BundleError(f"{path}: holds a tokenizer only, no world model")

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from worldmodel.bundle import BundleError, load_bundle  # noqa: E402
-from worldmodel.data.datamodule import held_out_episodes  # noqa: E402
+from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes  # noqa: E402
 from worldmodel.envs.policies import TrackerPolicy  # noqa: E402
 from worldmodel.eval.fidelity import per_step_metrics, reward_events, roll_out  # noqa: E402
 
@@ -32,8 +32,8 @@ DEFAULTS = {
     "seed": 0,
     "out": "experiments/reports/fidelity",
     "data_dir": "data/val",
-    "episodes": 2,
-    "max_steps": 1000,
+    "episodes": VAL_EPISODES,  # the held-out set training validated on
+    "max_steps": VAL_MAX_STEPS,
 }
 REPORT_STEPS = (1, 5, 10, 20, 40, 60)
 
@@ -47,7 +47,7 @@ def evaluate(cfg) -> dict:
         cfg.data_dir,
         cfg.episodes,
         cfg.max_steps,
-        seed=1234,
+        seed=VAL_SEED,
     )
     rollouts = roll_out(
         bundle, episodes, context, cfg.horizon, cfg.rollouts, cfg.temperature, cfg.seed
