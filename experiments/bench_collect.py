@@ -11,6 +11,7 @@ on a noisy machine even when the absolute numbers don't.
 import argparse
 import functools
 import time
+from pathlib import Path
 
 import numpy as np
 from report import markdown_table, write_report
@@ -65,7 +66,7 @@ def streaming(spec: EnvSpec, workers: int, seconds: float, num_envs: int = 8) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--out", default="experiments/reports")
+    parser.add_argument("--out", type=Path, default=Path("experiments/reports"))
     args = parser.parse_args()
     spec = EnvSpec()
     results = {"plain_single_env": plain_loop(spec, args.seconds)}

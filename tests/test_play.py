@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from worldmodel.bundle import load_bundle
+from worldmodel.eval.pong_detector import detect
 from worldmodel.play.__main__ import CONFIG
 from worldmodel.play.app import PlayApp, PlaySettings
 
@@ -102,3 +104,21 @@ def test_a_bad_checkpoint_is_one_line_and_a_nonzero_exit(smoke_run, tmp_path, ck
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error: ")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "pong_tiny.bundle.ckpt"
+
+
+def test_the_shipped_model_moves_the_paddle_the_way_the_keys_say():
+    """In the dream, holding Up vs Down moves the player's paddle in opposite directions."""
+    bundle = load_bundle(SHIPPED)
+    final_y = {}
+    for policy in ("up", "down"):
+        settings = PlaySettings(
+            headless=True, policy=policy, greedy=True, scale=1, key_names=PONG_KEYS
+        )
+        app = PlayApp(bundle, settings)
+        app.run(steps=15)
+        final_y[policy] = detect(app.dream_frame[None]).player_y[0]
+        app.close()
+    assert final_y["up"] < final_y["down"] - 5, final_y  # rows grow downwards
