@@ -10,6 +10,7 @@ validation set of training (tracker policy, fixed seed), collected once into dat
 import argparse
 import functools
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -91,6 +92,12 @@ def main() -> None:
     parser.add_argument("ckpt", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data-dir", default="data/val")
+    parser.add_argument(
+        "--train-info",
+        type=Path,
+        default=None,
+        help="train_info.json of the tokenizer stage (found by itself next to a stage checkpoint)",
+    )
     parser.add_argument("--episodes", type=int, default=VAL_EPISODES)
     parser.add_argument("--max-steps", type=int, default=VAL_MAX_STEPS)
     args = parser.parse_args()
@@ -119,12 +126,14 @@ def main() -> None:
         target = f"{rule[0]} {rule[1]}" if rule else ""
         met = ("yes" if passes(value, rule) else "**no**") if rule else ""
         lines.append(f"| {name} | {value:.4g} | {target} | {met} |")
-    record = training_record(args.ckpt)
+    record = (
+        json.loads(args.train_info.read_text()) if args.train_info else training_record(args.ckpt)
+    )
     report = [
         "# Tokenizer report",
         "",
         f"Checkpoint: `{args.ckpt}`  ",
-        f"Command: `python experiments/tokenizer_report.py {args.ckpt} --out {args.out}`  ",
+        "Command: `python experiments/tokenizer_report.py " + " ".join(sys.argv[1:]) + "`  ",
         f"Held-out frames: {len(frames)} from {len(episodes)} tracker episodes (seed {VAL_SEED})",
         "",
         *lines,

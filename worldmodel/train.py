@@ -91,7 +91,7 @@ def fit_stage(
                     ),
                 }
             )
-        start = time.time()
+        start, revision = time.time(), git_revision()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, checkpoint_dir))
     finally:
         finish_loggers(loggers)
@@ -100,7 +100,7 @@ def fit_stage(
     # How this stage was trained, for reports and for the shipped model's record.
     info = {
         "command": "python -m worldmodel.train " + " ".join(sys.argv[1:]),
-        "git_revision": git_revision(),
+        "git_revision": revision,
         "wall_time_s": round(time.time() - start, 1),
         "global_step": trainer.global_step,
         "policy": cfg.policy._target_,

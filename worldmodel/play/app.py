@@ -207,16 +207,12 @@ class PlayApp:
         sampling = "greedy" if self.game.greedy else f"temp {self.game.temperature:.1f}"
         score = self.real_score if mode == "real" else self.score
         text = (
-            f"{mode.upper()}  score {score[0]}-{score[1]}  step {self.steps}  "
+            f"{'REAL | DREAM' if mode == 'side' else mode.upper()}  score {score[0]}-{score[1]}  step {self.steps}  "
             f"{fps:4.1f} fps  {sampling}"
             + ("  PAUSED" if self.paused else "")
             + ("  REC" if self.recorder else "")
         )
         self.screen.blit(self.font.render(text, True, (230, 230, 230)), (6, 6))
-        if mode == "side":
-            self.screen.blit(
-                self.font.render("real | dream", True, (160, 160, 160)), (2 * self.size - 90, 6)
-            )
         self.pg.display.flip()
         if self.recorder is not None:
             self.recorder.append_data(self.pg.surfarray.array3d(self.screen).transpose(1, 0, 2))
