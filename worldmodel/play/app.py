@@ -207,7 +207,8 @@ class PlayApp:
         sampling = "greedy" if self.game.greedy else f"temp {self.game.temperature:.1f}"
         score = self.real_score if mode == "real" else self.score
         text = (
-            f"{'REAL | DREAM' if mode == 'side' else mode.upper()}  score {score[0]}-{score[1]}  step {self.steps}  "
+            f"{'REAL | DREAM' if mode == 'side' else mode.upper()}  "
+            f"score {score[0]}-{score[1]}  step {self.steps}  "
             f"{fps:4.1f} fps  {sampling}"
             + ("  PAUSED" if self.paused else "")
             + ("  REC" if self.recorder else "")
