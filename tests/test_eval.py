@@ -27,9 +27,18 @@ def test_fidelity_eval_writes_a_report_with_baselines(smoke_run, tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((out / "fidelity_metrics.json").read_text())
-    for source in ("model", "copy_last", "tokenizer_ceiling"):
-        assert len(metrics[source]["psnr_db"]) == 5
+    metrics = json.loads((out / "fidelity.json").read_text())
+    assert metrics["horizons"] == [1, 2, 3, 4, 5]
+    for source in ("model", "model_greedy", "copy_last", "tokenizer_ceiling"):
+        for key in (
+            "player_paddle_err_px",
+            "opponent_paddle_err_px",
+            "ball_err_px",
+            "ball_present_agreement",
+            "psnr_db",
+        ):
+            assert len(metrics[source][key]) == 5, (source, key)
+    assert {"precision", "recall"} <= set(metrics["reward_events"])
     # The smoke model has barely trained: copying the last real frame must beat it.
     assert metrics["copy_last"]["psnr_db"][0] > metrics["model"]["psnr_db"][0]
     assert (out / "fidelity_vs_horizon.png").stat().st_size > 0
@@ -55,4 +64,17 @@ def test_reward_events_match_within_the_slack():
         "real_points": 2,
         "predicted_points": 2,
         "points_matched": 1,
+        "recall": 0.5,
+        "precision": 0.5,
     }
+
+
+def test_a_dropped_ball_counts_as_the_largest_error():
+    from worldmodel.eval.fidelity import per_step_metrics
+
+    frame = np.zeros((1, 1, 64, 64, 3), np.uint8)
+    frame[...] = (144, 72, 17)
+    with_ball = frame.copy()
+    with_ball[0, 0, 30:32, 30] = 236
+    metrics = per_step_metrics(with_ball, frame)  # the other frame lost the ball
+    assert metrics["ball_err_px"][0] == np.hypot(64, 64)

@@ -36,6 +36,7 @@ DEFAULTS = {
     "max_steps": VAL_MAX_STEPS,
 }
 REPORT_STEPS = (1, 5, 10, 20, 40, 60)
+SOURCES = ("model", "model_greedy", "copy_last", "tokenizer_ceiling")
 
 
 def evaluate(cfg) -> dict:
@@ -49,18 +50,29 @@ def evaluate(cfg) -> dict:
         cfg.max_steps,
         seed=VAL_SEED,
     )
-    rollouts = roll_out(
-        bundle, episodes, context, cfg.horizon, cfg.rollouts, cfg.temperature, cfg.seed
-    )
-    results = {
-        name: {k: v.tolist() for k, v in per_step_metrics(rollouts.real, other).items()}
-        for name, other in (
-            ("model", rollouts.imagined),
-            ("copy_last", rollouts.copy_last),
-            ("tokenizer_ceiling", rollouts.reconstructed),
+    results: dict = {"horizons": list(range(1, cfg.horizon + 1))}
+    for name, greedy in (("model", False), ("model_greedy", True)):
+        rollouts = roll_out(
+            bundle,
+            episodes,
+            context,
+            cfg.horizon,
+            cfg.rollouts,
+            cfg.temperature,
+            cfg.seed,
+            greedy=greedy,
         )
-    }
-    results["rewards"] = reward_events(rollouts.real_rewards, rollouts.imagined_rewards)
+        results[name] = {
+            k: v.tolist() for k, v in per_step_metrics(rollouts.real, rollouts.imagined).items()
+        }
+        events = reward_events(rollouts.real_rewards, rollouts.imagined_rewards)
+        results["reward_events" if name == "model" else "reward_events_greedy"] = events
+    # The baselines do not depend on sampling: computed from the last rollouts' real frames.
+    for name, other in (
+        ("copy_last", rollouts.copy_last),
+        ("tokenizer_ceiling", rollouts.reconstructed),
+    ):
+        results[name] = {k: v.tolist() for k, v in per_step_metrics(rollouts.real, other).items()}
     results["settings"] = {**OmegaConf.to_container(cfg), "context": context}
     return results
 
@@ -72,7 +84,7 @@ def table(results: dict, horizon: int) -> str:
         "|---|---|" + "---:|" * len(steps),
     ]
     for metric in results["model"]:
-        for source in ("model", "copy_last", "tokenizer_ceiling"):
+        for source in SOURCES:
             values = results[source][metric]
             cells = " | ".join(f"{values[s - 1]:.2f}" for s in steps)
             lines.append(f"| {metric} | {source} | {cells} |")
@@ -83,7 +95,7 @@ def plot(results: dict, path: Path) -> None:
     metrics = list(results["model"])
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2))
     for ax, metric in zip(axes, metrics, strict=True):
-        for source in ("model", "copy_last", "tokenizer_ceiling"):
+        for source in SOURCES:
             values = results[source][metric]
             ax.plot(np.arange(1, len(values) + 1), values, label=source)
         ax.set_title(metric)
@@ -106,10 +118,10 @@ def main(argv: list[str]) -> int:
         return 2
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "fidelity_metrics.json").write_text(json.dumps(results, indent=2))
+    (out / "fidelity.json").write_text(json.dumps(results, indent=2))
     plot(results, out / "fidelity_vs_horizon.png")
     text = table(results, cfg.horizon)
-    rewards = results["rewards"]
+    rewards = results["reward_events"]
     report = [
         "# Fidelity of the learned game",
         "",

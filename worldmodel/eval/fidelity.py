@@ -49,6 +49,7 @@ def roll_out(
     n: int,
     temperature: float = 1.0,
     seed: int = 0,
+    greedy: bool = False,
 ) -> Rollouts:
     starts = pick_starts(episodes, context, horizon, n)
     window = [(episodes[i], t) for i, t in starts]
@@ -56,7 +57,9 @@ def roll_out(
     actions = np.stack([e.actions[t : t + context + horizon] for e, t in window])
     rewards = np.stack([e.rewards[t : t + context + horizon] for e, t in window])
 
-    game = LearnedGame(bundle.tokenizer, bundle.world_model, temperature=temperature, seed=seed)
+    game = LearnedGame(
+        bundle.tokenizer, bundle.world_model, temperature=temperature, seed=seed, greedy=greedy
+    )
     device = game.device
     game.reset(
         torch.from_numpy(frames[:, :context]).to(device),
@@ -110,14 +113,19 @@ def per_step_metrics(real: np.ndarray, other: np.ndarray) -> dict[str, np.ndarra
     def grid(x: np.ndarray) -> np.ndarray:
         return x.reshape(b, h, *x.shape[1:])
 
-    both_ball = grid(a.ball_present & o.ball_present)
-    ball_err = np.where(both_ball, np.linalg.norm(grid(a.ball_xy - o.ball_xy), axis=-1), np.nan)
+    # Ball error where the real frame has a ball. A missing ball in the other frame counts
+    # as the frame's diagonal (the largest possible error), so dropping the ball never pays.
+    worst = float(np.hypot(*real.shape[2:4]))
+    distance = np.linalg.norm(grid(a.ball_xy - o.ball_xy), axis=-1)
+    ball_err = np.where(
+        grid(a.ball_present), np.where(grid(o.ball_present), distance, worst), np.nan
+    )
     diff = (real.astype(np.float32) - other.astype(np.float32)) / 255
     mse = (diff**2).reshape(b, h, -1).mean(-1)
     return {
-        "player_y_error_px": _nanmean(grid(np.abs(a.player_y - o.player_y)), 0),
-        "opponent_y_error_px": _nanmean(grid(np.abs(a.opponent_y - o.opponent_y)), 0),
-        "ball_error_px": _nanmean(ball_err, 0),
+        "player_paddle_err_px": _nanmean(grid(np.abs(a.player_y - o.player_y)), 0),
+        "opponent_paddle_err_px": _nanmean(grid(np.abs(a.opponent_y - o.opponent_y)), 0),
+        "ball_err_px": _nanmean(ball_err, 0),
         "ball_present_agreement": (grid(a.ball_present) == grid(o.ball_present)).mean(0),
         "psnr_db": (10 * np.log10(1.0 / np.maximum(mse, 1e-10))).mean(0),
     }
@@ -130,8 +138,15 @@ def reward_events(real: np.ndarray, imagined: np.ndarray, slack: int = 2) -> dic
     for b, t in zip(*np.nonzero(real), strict=True):
         lo, hi = max(0, t - slack), t + slack + 1
         hits += bool((imagined[b, lo:hi] == np.sign(real[b, t])).any())
+    predicted_hits = 0
+    for b, t in zip(*np.nonzero(imagined), strict=True):
+        lo, hi = max(0, t - slack), t + slack + 1
+        predicted_hits += bool((np.sign(real[b, lo:hi]) == imagined[b, t]).any())
+    n_real, n_predicted = int(np.count_nonzero(real)), int(np.count_nonzero(imagined))
     return {
-        "real_points": int(np.count_nonzero(real)),
-        "predicted_points": int(np.count_nonzero(imagined)),
+        "real_points": n_real,
+        "predicted_points": n_predicted,
         "points_matched": int(hits),
+        "recall": hits / n_real if n_real else float("nan"),
+        "precision": predicted_hits / n_predicted if n_predicted else float("nan"),
     }

@@ -1,0 +1,1 @@
+"""Episodes, the replay buffer, the on-disk episode store and the streaming DataModule."""
