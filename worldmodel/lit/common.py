@@ -40,6 +40,16 @@ def check_finite(
     )
 
 
+def losses_are_finite(module, terms: dict[str, torch.Tensor]) -> bool:
+    """check_finite with the module's step, its `nonfinite` policy and a DDP-wide verdict."""
+    return check_finite(
+        terms,
+        module.global_step,
+        module.hparams.nonfinite,
+        module.trainer.strategy.reduce_boolean_decision,
+    )
+
+
 class Throughput:
     """Items per second between consecutive training steps (waiting for data included)."""
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldmodel.lit.common import Throughput, check_finite, log_image, psnr, to_uint8_image
+from worldmodel.lit.common import Throughput, log_image, losses_are_finite, psnr, to_uint8_image
 from worldmodel.models.perceptual import PerceptualLoss
 from worldmodel.models.quantizer import codebook_stats
 from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig, to_float_frames
@@ -81,12 +81,7 @@ class TokenizerModule(L.LightningModule):
 
     def training_step(self, frames: torch.Tensor, batch_idx: int) -> torch.Tensor:
         terms, recon, tokens = self.losses(frames)
-        if not check_finite(
-            terms,
-            self.global_step,
-            self.hparams.nonfinite,
-            self.trainer.strategy.reduce_boolean_decision,
-        ):
+        if not losses_are_finite(self, terms):
             return None  # Lightning skips the optimizer step
         loss = sum(terms.values())
         stats = codebook_stats(tokens, self.tokenizer.cfg.num_codes)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from worldmodel.engine import LearnedGame
-from worldmodel.lit.common import Throughput, check_finite, log_image
+from worldmodel.lit.common import Throughput, log_image, losses_are_finite
 from worldmodel.models.tokenizer import Tokenizer
 from worldmodel.models.world_model import WorldModel, WorldModelConfig
 
@@ -98,12 +98,7 @@ class WorldModelModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms, predictions = self.losses(batch)
-        if not check_finite(
-            terms,
-            self.global_step,
-            self.hparams.nonfinite,
-            self.trainer.strategy.reduce_boolean_decision,
-        ):
+        if not losses_are_finite(self, terms):
             return None  # Lightning skips the optimizer step
         loss = sum(terms.values())
         frames = int(batch["mask"].sum())
