@@ -34,6 +34,8 @@ train: install
 
 bench: install
 	$(PY) experiments/bench_collect.py
+	$(PY) experiments/bench_play.py
+	$(PY) experiments/policy_stats.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache
