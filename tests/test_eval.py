@@ -1,32 +1,26 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 
 from worldmodel.eval.fidelity import reward_events
 
+from .cli import assert_ok, run_module
+
 
 def test_fidelity_eval_writes_a_report_with_baselines(smoke_run, tmp_path):
     out = tmp_path / "fidelity"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "worldmodel.eval",
-            f"bundle={smoke_run / 'bundle.ckpt'}",
-            "horizon=5",
-            "rollouts=3",
-            f"out={out}",
-            f"data_dir={smoke_run / 'data' / 'val'}",
-            "episodes=1",
-            "max_steps=64",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "worldmodel.eval",
+        f"bundle={smoke_run / 'bundle.ckpt'}",
+        "horizon=5",
+        "rollouts=3",
+        f"out={out}",
+        f"data_dir={smoke_run / 'data' / 'val'}",
+        "episodes=1",
+        "max_steps=64",
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert_ok(result)
     metrics = json.loads((out / "fidelity.json").read_text())
     assert metrics["horizons"] == [1, 2, 3, 4, 5]
     for source in ("model", "model_greedy", "copy_last", "tokenizer_ceiling"):
@@ -46,12 +40,7 @@ def test_fidelity_eval_writes_a_report_with_baselines(smoke_run, tmp_path):
 
 
 def test_eval_rejects_a_bad_bundle_in_one_line(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "worldmodel.eval", f"bundle={tmp_path}/x"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_module("worldmodel.eval", f"bundle={tmp_path}/x", timeout=60)
     assert result.returncode == 2 and result.stderr.startswith("error: ")
 
 

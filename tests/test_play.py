@@ -1,5 +1,3 @@
-import subprocess
-import sys
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -12,6 +10,8 @@ from worldmodel.bundle import load_bundle
 from worldmodel.eval.pong_detector import detect
 from worldmodel.play.__main__ import CONFIG
 from worldmodel.play.app import PlayApp, PlaySettings
+
+from .cli import assert_ok, run_module
 
 PONG_KEYS = dict(OmegaConf.load(CONFIG).key_names["ALE/Pong-v5"])
 
@@ -68,22 +68,16 @@ def test_pause_and_single_step(app):
 
 def test_headless_recording_writes_a_video_with_every_frame(smoke_run, tmp_path):
     video = tmp_path / "session.mp4"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "worldmodel.play",
-            f"ckpt={smoke_run / 'bundle.ckpt'}",
-            "headless=true",
-            "steps=12",
-            f"record={video}",
-            "scale=2",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "worldmodel.play",
+        f"ckpt={smoke_run / 'bundle.ckpt'}",
+        "headless=true",
+        "steps=12",
+        f"record={video}",
+        "scale=2",
         timeout=120,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert_ok(result)
     frames = iio.imread(video)
     assert frames.shape[0] == 12 and frames.shape[-1] == 3
 
@@ -94,12 +88,7 @@ def test_a_bad_checkpoint_is_one_line_and_a_nonzero_exit(smoke_run, tmp_path, ck
         "missing": tmp_path / "nope.ckpt",
         "lightning": smoke_run / "tokenizer" / "checkpoints" / "last.ckpt",
     }[ckpt_kind]
-    result = subprocess.run(
-        [sys.executable, "-m", "worldmodel.play", f"ckpt={ckpt}", "headless=true", "steps=1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_module("worldmodel.play", f"ckpt={ckpt}", "headless=true", "steps=1", timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error: ")

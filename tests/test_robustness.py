@@ -13,9 +13,11 @@ from torch.utils.data import DataLoader
 from worldmodel.lit.common import NonFiniteLossError
 from worldmodel.lit.tokenizer_module import TokenizerModule
 
+from .cli import assert_ok, run_module
 from .test_tokenizer import TINY
 
-TRAIN = [sys.executable, "-m", "worldmodel.train", "+exp=smoke", "stage=tokenizer"]
+SMOKE_TOKENIZER = ["+exp=smoke", "stage=tokenizer"]
+TRAIN = [sys.executable, "-m", "worldmodel.train", *SMOKE_TOKENIZER]
 
 
 def test_a_training_run_killed_mid_way_resumes_from_its_last_checkpoint(tmp_path):
@@ -107,64 +109,55 @@ def test_lightning_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 
 def test_a_two_job_multirun_writes_one_directory_per_job(tmp_path):
-    result = subprocess.run(
-        [
-            *TRAIN,
-            "-m",  # after the overrides, as in the README's sweep command
-            "tokenizer.max_steps=2,3",
-            f"hydra.sweep.dir={tmp_path}",
-            f"paths.data_dir={tmp_path / 'data'}",
-            "trainer.val_check_interval=1000",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "worldmodel.train",
+        *SMOKE_TOKENIZER,
+        "-m",  # after the overrides, as in the README's sweep command
+        "tokenizer.max_steps=2,3",
+        f"hydra.sweep.dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "trainer.val_check_interval=1000",
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert_ok(result)
     for job, steps in (("0", 2), ("1", 3)):
         ckpt = tmp_path / job / "tokenizer" / "checkpoints" / "last.ckpt"
         assert torch.load(ckpt, weights_only=True)["global_step"] == steps
 
 
 def test_two_ddp_processes_train_on_cpu(tmp_path):
-    result = subprocess.run(
-        [
-            *TRAIN,
-            "trainer=ddp",
-            "trainer.accelerator=cpu",
-            "trainer.devices=2",
-            "trainer.precision=32-true",
-            "tokenizer.max_steps=3",
-            f"hydra.run.dir={tmp_path}",
-            f"paths.data_dir={tmp_path / 'data'}",
-            "trainer.val_check_interval=1000",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "worldmodel.train",
+        *SMOKE_TOKENIZER,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+        "tokenizer.max_steps=3",
+        f"hydra.run.dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "trainer.val_check_interval=1000",
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert_ok(result)
     assert (tmp_path / "train_ddp_process_1.log").exists()  # a second rank really ran
     ckpt = torch.load(tmp_path / "tokenizer" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3
 
 
 def test_optuna_search_runs_trials_and_minimises_the_returned_loss(tmp_path):
-    result = subprocess.run(
-        [
-            *TRAIN,
-            "-m",
-            "hparams_search=world_model_optuna",
-            "hydra.sweeper.n_trials=2",
-            "tokenizer.max_steps=6",
-            "tokenizer.module.lr=interval(0.0005,0.002)",  # a search dimension from the CLI
-            f"hydra.sweep.dir={tmp_path}",
-            f"paths.data_dir={tmp_path / 'data'}",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "worldmodel.train",
+        *SMOKE_TOKENIZER,
+        "-m",
+        "hparams_search=world_model_optuna",
+        "hydra.sweeper.n_trials=2",
+        "tokenizer.max_steps=6",
+        "tokenizer.module.lr=interval(0.0005,0.002)",  # a search dimension from the CLI
+        f"hydra.sweep.dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert_ok(result)
     best = (tmp_path / "optimization_results.yaml").read_text()
     assert "best_value" in best and "tokenizer.module.lr" in best

@@ -1,6 +1,3 @@
-import subprocess
-import sys
-
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -8,6 +5,8 @@ from hydra.utils import instantiate
 
 from worldmodel.bundle import load_bundle
 from worldmodel.train import CONFIG_DIR
+
+from .cli import run_module
 
 
 def test_smoke_experiment_trains_both_stages_and_writes_a_bundle(smoke_run):
@@ -36,17 +35,8 @@ def test_experiment_configs_compose_and_build(exp):
     assert hasattr(policy, "act")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "worldmodel.train", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_a_config_typo_and_an_unknown_experiment_are_clear_errors():
-    typo = run_cli("tokenizer.max_stepz=3")
+    typo = run_module("worldmodel.train", "tokenizer.max_stepz=3", timeout=120)
     assert typo.returncode != 0 and "max_stepz" in typo.stderr
-    unknown = run_cli("+exp=no_such_exp")
+    unknown = run_module("worldmodel.train", "+exp=no_such_exp", timeout=120)
     assert unknown.returncode != 0 and "no_such_exp" in unknown.stderr
