@@ -1,6 +1,6 @@
 import torch
 
-from worldmodel.lit.tokenizer_module import TokenizerModule, foreground_mask
+from worldmodel.lit.tokenizer_module import TokenizerModule, foreground_mask, moving_mask
 from worldmodel.models.autoencoder import AutoencoderConfig
 from worldmodel.models.quantizer import VectorQuantizer
 from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig
@@ -74,9 +74,24 @@ def test_foreground_mask_finds_a_faint_ball():
     assert mask[0, 0, 30, 40] and mask.sum() == 1
 
 
+def test_moving_mask_marks_what_moves_and_phantoms_but_not_the_static_scene():
+    frames = torch.zeros(5, 3, 64, 64)
+    frames[:, 0] = 144 / 255
+    frames[:, :, 5:8] = 236 / 255  # a wall, in every frame
+    for i in range(5):
+        frames[i, :, 20 + 5 * i, 40] += 0.06  # a faint ball, somewhere else in each frame
+    recon = frames.clone()
+    recon[0, :, 50, 10] += 0.1  # a phantom ball the reconstruction made up
+    mask = moving_mask(frames, recon, threshold=0.02)
+    assert mask[:, 0, :, 40].sum() == 5 and mask[0, 0, 50, 10]
+    assert mask.sum() == 6  # the wall is static, so not marked
+
+
 def test_a_few_training_steps_lower_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
-    module = TokenizerModule(model=TINY, loss={"perceptual_weight": 0.0}, lr=3e-3)
+    module = TokenizerModule(
+        model=TINY, loss={"perceptual_weight": 0.0, "moving_weight": 20.0}, lr=3e-3
+    )
     optimizer = module.configure_optimizers()
     frames = torch.randint(0, 256, (8, 64, 64, 3), dtype=torch.uint8)
     frames[:, :, :, :] = torch.tensor([144, 72, 17], dtype=torch.uint8)

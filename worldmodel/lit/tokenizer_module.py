@@ -20,10 +20,20 @@ class TokenizerLoss:
     # the ball is a faint 1-2 pixel smudge at 64x64 and plain L1 barely notices losing it.
     foreground_weight: float = 10.0
     foreground_threshold: float = 0.02
+    # Pixels that differ from the batch's static scene (its per-pixel median frame), in the
+    # real frame or in the reconstruction, count 1 + this much more: that is what moves (ball,
+    # paddles), a few dozen pixels that the walls and score otherwise outweigh in the
+    # foreground term. Marking the reconstruction's deviations too penalises phantom balls.
+    moving_weight: float = 0.0
     codebook_weight: float = 1.0
     commitment_weight: float = 0.25
     perceptual_weight: float = 1.0
     perceptual_net: str = "alex"
+
+
+def deviates(frames: torch.Tensor, reference: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W) bool: pixels whose colour is away from `reference`."""
+    return (frames - reference).abs().amax(dim=1, keepdim=True) > threshold
 
 
 def foreground_mask(frames: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -32,8 +42,14 @@ def foreground_mask(frames: torch.Tensor, threshold: float) -> torch.Tensor:
     The background is the per-channel median, which is the dominant colour in games whose
     playfield is mostly one colour (Pong's brown).
     """
-    background = frames.flatten(2).median(dim=2).values[..., None, None]
-    return (frames - background).abs().amax(dim=1, keepdim=True) > threshold
+    return deviates(frames, frames.flatten(2).median(dim=2).values[..., None, None], threshold)
+
+
+def moving_mask(target: torch.Tensor, recon: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B, 3, H, W) x 2 -> (B, 1, H, W) bool: pixels where the real frame or its reconstruction
+    leaves the batch's static scene (the per-pixel median of the real frames)."""
+    static = target.median(dim=0, keepdim=True).values
+    return deviates(target, static, threshold) | deviates(recon.detach(), static, threshold)
 
 
 class TokenizerModule(L.LightningModule):
@@ -69,6 +85,10 @@ class TokenizerModule(L.LightningModule):
         recon = out.reconstruction
         cfg = self.loss_cfg
         weights = 1.0 + cfg.foreground_weight * foreground_mask(target, cfg.foreground_threshold)
+        if cfg.moving_weight > 0:
+            weights = weights + cfg.moving_weight * moving_mask(
+                target, recon, cfg.foreground_threshold
+            )
         l1 = ((recon - target).abs() * weights).mean() / weights.mean()
         terms = {
             "l1": cfg.l1_weight * l1,
