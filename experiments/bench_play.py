@@ -2,11 +2,13 @@
 
     python experiments/bench_play.py [BUNDLE] [--threads 2] [--out experiments/reports]
 
-Measured in one run, so the ratio holds on a noisy machine:
-  cached     the engine (KV cache, one token per forward), batch 1
+Measured in one run, so the ratios hold on a noisy machine:
+  cached     the engine as `make play` runs it (KV cache, one token per forward, each
+             token step and the frame decoder torch.compile'd), batch 1
+  eager      the same engine without torch.compile
   baseline   a plain generate(): no cache, the whole context re-run for every token
-  batch16/64 the engine with 16 / 64 games at once (frames/s over all games): what
-             training a policy in imagination would get
+  batch16/64 the compiled engine with 16 / 64 games at once (frames/s over all games):
+             what training a policy in imagination would get
 """
 
 import argparse
@@ -29,11 +31,11 @@ def start_frames(bundle, batch: int) -> torch.Tensor:
     return frame.expand(batch, -1, -1, -1).contiguous()
 
 
-def fps_cached(bundle, batch: int, steps: int) -> float:
-    game = LearnedGame(bundle.tokenizer, bundle.world_model, seed=0)
+def fps_cached(bundle, batch: int, steps: int, compile: bool = True) -> float:
+    game = LearnedGame(bundle.tokenizer, bundle.world_model, seed=0, compile=compile)
     game.reset(start_frames(bundle, batch))
     actions = torch.zeros(batch, dtype=torch.long)
-    game.step(actions)  # warm up
+    game.step(actions)  # warm up (and compile)
     start = time.perf_counter()
     for _ in range(steps):
         game.step(actions)
@@ -71,6 +73,7 @@ def main() -> None:
     bundle = load_bundle(args.bundle)
     results = {
         "fps_cached": fps_cached(bundle, 1, args.steps),
+        "fps_eager": fps_cached(bundle, 1, args.steps, compile=False),
         "fps_baseline": fps_baseline(bundle, max(10, args.steps // 4)),
         "fps_batch16": fps_cached(bundle, 16, max(10, args.steps // 3)),
         "fps_batch64": fps_cached(bundle, 64, max(5, args.steps // 6)),
@@ -78,11 +81,13 @@ def main() -> None:
     results["ratio"] = results["fps_cached"] / results["fps_baseline"]
     results["threads"] = args.threads
     rows = [
-        ["engine: KV cache, batch 1", f"{results['fps_cached']:.1f}"],
+        ["engine: KV cache + torch.compile, batch 1", f"{results['fps_cached']:.1f}"],
+        ["engine without torch.compile, batch 1", f"{results['fps_eager']:.1f}"],
         ["baseline: no cache (full context per token), batch 1", f"{results['fps_baseline']:.1f}"],
         ["engine, batch 16 (frames/s over all games)", f"{results['fps_batch16']:.1f}"],
         ["engine, batch 64 (frames/s over all games)", f"{results['fps_batch64']:.1f}"],
         ["cached / baseline", f"{results['ratio']:.1f}x"],
+        ["compiled / eager", f"{results['fps_cached'] / results['fps_eager']:.2f}x"],
     ]
     write_report(
         args.out,

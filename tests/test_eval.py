@@ -18,6 +18,7 @@ def test_fidelity_eval_writes_a_report_with_baselines(smoke_run, tmp_path):
         f"data_dir={smoke_run / 'data' / 'val'}",
         "episodes=1",
         "max_steps=64",
+        "compile=false",  # the compiled path is covered by the play recording test
         timeout=300,
     )
     assert_ok(result)

@@ -18,7 +18,10 @@ PONG_KEYS = dict(OmegaConf.load(CONFIG).key_names["ALE/Pong-v5"])
 
 @pytest.fixture
 def app(smoke_run):
-    settings = PlaySettings(headless=True, policy="noop", scale=2, key_names=PONG_KEYS)
+    # compile=False: the recording test below runs the default (compiled) path end to end.
+    settings = PlaySettings(
+        headless=True, policy="noop", scale=2, compile=False, key_names=PONG_KEYS
+    )
     app = PlayApp(load_bundle(smoke_run / "bundle.ckpt"), settings)
     yield app
     app.close()
@@ -104,7 +107,12 @@ def test_the_shipped_model_moves_the_paddle_the_way_the_keys_say():
     final_y = {}
     for policy in ("up", "down"):
         settings = PlaySettings(
-            headless=True, policy=policy, greedy=True, scale=1, key_names=PONG_KEYS
+            headless=True,
+            policy=policy,
+            greedy=True,
+            scale=1,
+            compile=False,
+            key_names=PONG_KEYS,
         )
         app = PlayApp(bundle, settings)
         app.run(steps=15)

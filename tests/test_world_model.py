@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from worldmodel.engine import LearnedGame
+from worldmodel.engine import CompiledOrEager, LearnedGame
 from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig
 from worldmodel.models.world_model import WorldModel, WorldModelConfig
 
@@ -31,8 +32,11 @@ def test_cached_and_uncached_logits_agree_over_several_frames():
 
     cache = model.new_cache(2, torch.device("cpu"))
     pieces = [model(sequence[:, :20], cache).obs_logits]  # a prefill
-    for t in range(20, sequence.shape[1]):  # then one token at a time
-        pieces.append(model(sequence[:, t : t + 1], cache).obs_logits)
+    pieces.append(model(sequence[:, 20:23], cache).obs_logits)  # a chunk after it
+    for t in range(23, sequence.shape[1]):  # then generation's one-token steps
+        _, logits, new_kv = model.step(sequence[:, t], torch.tensor(cache.length), cache.kv)
+        cache.append(new_kv)
+        pieces.append(logits[:, None])
     assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
 
 
@@ -43,10 +47,13 @@ def test_interleave_offsets_actions_past_the_codebook():
     assert sequence[0, 16] == 64 + 3 and sequence[0, 33] == 64 + 5
 
 
-def make_game(max_frames: int = 4, keep_frames: int | None = None) -> LearnedGame:
+def make_game(
+    max_frames: int = 4, keep_frames: int | None = None, compile: bool = False
+) -> LearnedGame:
     torch.manual_seed(0)
     tokenizer = Tokenizer(TokenizerConfig(**TINY))
-    return LearnedGame(tokenizer, tiny_world_model(max_frames), seed=0, keep_frames=keep_frames)
+    world_model = tiny_world_model(max_frames)
+    return LearnedGame(tokenizer, world_model, seed=0, keep_frames=keep_frames, compile=compile)
 
 
 def test_engine_steps_a_batch_of_games_past_the_context_length():
@@ -84,6 +91,35 @@ def test_sliding_window_keeps_the_recent_frames():
     assert torch.allclose(
         game.cache.kv[..., :length, :], fresh.cache.kv[..., :length, :], atol=1e-5
     )
+
+
+def test_compiled_generation_makes_the_same_frames_as_eager():
+    frames = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    runs = []
+    for compile in (False, True):
+        game = make_game(max_frames=3, compile=compile)  # 6 steps slide the window twice
+        game.greedy = True
+        game.reset(frames)
+        runs.append(torch.stack([game.step(torch.tensor([1, 2]))[0] for _ in range(6)]))
+    # Fused kernels round differently, so a decoded pixel may move by one level.
+    assert (runs[0].int() - runs[1].int()).abs().max() <= 1
+
+
+def test_a_failed_compile_warns_and_runs_uncompiled(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    # As on a machine without a C++ compiler (and no cached kernels to fall back on).
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/g++"))
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+
+    def double(x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x) * 2
+
+    step = CompiledOrEager(double, compile=True)
+    x = torch.linspace(0, 1, 5)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        assert torch.allclose(step(x), double(x))
+    assert step.compiled is None  # and from then on it runs uncompiled
 
 
 def test_greedy_generation_is_deterministic_and_seeded_sampling_repeats():

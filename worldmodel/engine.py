@@ -5,15 +5,44 @@
     frame, reward, end = game.step(actions)    # every frame from here on is imagined
 
 Generation is one token at a time with a key/value cache, so each new token costs one
-small forward pass. When the context is full, the oldest frames are dropped and the
-most recent `keep_frames` are re-read in one batched forward (IRIS instead wipes its
-memory and restarts from the last frame alone, which forgets where the ball was going).
+small forward pass; `compile=True` turns that pass into one torch.compile graph (about 2x
+on CPU, where the per-op overhead of a small model dominates). When the context is full,
+the oldest frames are dropped and the most recent `keep_frames` are re-read in one batched
+forward (IRIS instead wipes its memory and restarts from the last frame alone, which
+forgets where the ball was going).
 """
+
+import warnings
+from collections.abc import Callable
 
 import torch
 
 from worldmodel.models.tokenizer import Tokenizer
 from worldmodel.models.world_model import WorldModel
+
+
+class CompiledOrEager:
+    """`fn` through torch.compile (static shapes); if compiling fails, e.g. with no C++
+    compiler on the machine, warn once and call `fn` as it is from then on."""
+
+    def __init__(self, fn: Callable, compile: bool) -> None:
+        self.fn = fn
+        self.compiled = torch.compile(fn, dynamic=False) if compile else None
+
+    def __call__(self, *args: torch.Tensor):
+        if self.compiled is None:
+            return self.fn(*args)
+        try:
+            return self.compiled(*args)
+        except Exception as error:
+            message = (str(error).strip().splitlines() or [""])[0]
+            warnings.warn(
+                f"torch.compile failed ({type(error).__name__}: {message}); running without "
+                "it (compile=false skips the attempt)",
+                stacklevel=2,
+            )
+            self.compiled = None
+            return self.fn(*args)
 
 
 def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -31,8 +60,12 @@ class LearnedGame:
         greedy: bool = False,
         seed: int | None = None,
         keep_frames: int | None = None,
+        compile: bool = False,
     ) -> None:
         self.tokenizer, self.world_model = tokenizer.eval(), world_model.eval()
+        # Shapes are static (see Transformer.step), so each compiles once per batch size.
+        self._step = CompiledOrEager(world_model.step, compile)
+        self._decode = CompiledOrEager(tokenizer.decode, compile)
         self.cfg = world_model.cfg
         self.temperature, self.greedy = temperature, greedy
         self.device = next(world_model.parameters()).device
@@ -66,7 +99,7 @@ class LearnedGame:
         self.frame_tokens, self.actions = tokens, actions.to(self.device).long()
         self.cache = self.world_model.new_cache(b, self.device)
         self._prefill()
-        return to_uint8_frames(self.tokenizer.decode(tokens[:, -1]))
+        return to_uint8_frames(self._decode(tokens[:, -1]))
 
     @torch.inference_mode()
     def _prefill(self) -> None:
@@ -76,6 +109,13 @@ class LearnedGame:
         pad = torch.zeros(b, 1, dtype=torch.long, device=self.device)
         sequence = self.world_model.interleave(self.frame_tokens, torch.cat([self.actions, pad], 1))
         self.world_model.hidden(sequence[:, :-1], self.cache)  # all but the trailing action
+
+    def _feed(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append one token per game (B,) to the context -> (hidden, next-token logits)."""
+        position = torch.tensor(self.cache.length, device=self.device)
+        h, logits, new_kv = self._step(tokens, position, self.cache.kv)
+        self.cache.append(new_kv)
+        return h, logits
 
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
         if self.greedy or self.temperature <= 0:
@@ -99,18 +139,17 @@ class LearnedGame:
             )
             self._prefill()
         actions = actions.to(self.device).long().view(-1)
-        wm = self.world_model
-        h = wm.hidden((actions + self.cfg.num_codes)[:, None], self.cache)[:, -1]
-        rewards = wm.reward_head(h).argmax(-1) - 1
-        ends = wm.end_head(h).argmax(-1) == 1
+        h, logits = self._feed(actions + self.cfg.num_codes)
+        rewards = self.world_model.reward_head(h).argmax(-1) - 1
+        ends = self.world_model.end_head(h).argmax(-1) == 1
         new_tokens = []
         for _ in range(k):
-            token = self._sample(wm.obs_head(h))
+            token = self._sample(logits)
             new_tokens.append(token)
             # Feeding the frame's last token too: its keys/values belong in the cache.
-            h = wm.hidden(token[:, None], self.cache)[:, -1]
+            h, logits = self._feed(token)
         tokens = torch.stack(new_tokens, dim=1)
         self.frame_tokens = torch.cat([self.frame_tokens, tokens[:, None]], dim=1)
         self.actions = torch.cat([self.actions, actions[:, None]], dim=1)
-        frames = to_uint8_frames(self.tokenizer.decode(tokens))
+        frames = to_uint8_frames(self._decode(tokens))
         return frames, rewards.float(), ends

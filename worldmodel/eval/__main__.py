@@ -30,6 +30,7 @@ DEFAULTS = {
     "rollouts": 32,
     "temperature": 1.0,
     "seed": 0,
+    "compile": True,  # torch.compile the generation step (see LearnedGame)
     "out": "experiments/reports/fidelity",
     "data_dir": "data/val",
     "episodes": VAL_EPISODES,  # the held-out set training validated on
@@ -61,6 +62,7 @@ def evaluate(cfg) -> dict:
             cfg.temperature,
             cfg.seed,
             greedy=greedy,
+            compile=cfg.compile,
         )
         results[name] = {
             k: v.tolist() for k, v in per_step_metrics(rollouts.real, rollouts.imagined).items()

@@ -50,6 +50,7 @@ def roll_out(
     temperature: float = 1.0,
     seed: int = 0,
     greedy: bool = False,
+    compile: bool = False,
 ) -> Rollouts:
     starts = pick_starts(episodes, context, horizon, n)
     window = [(episodes[i], t) for i, t in starts]
@@ -58,7 +59,12 @@ def roll_out(
     rewards = np.stack([e.rewards[t : t + context + horizon] for e, t in window])
 
     game = LearnedGame(
-        bundle.tokenizer, bundle.world_model, temperature=temperature, seed=seed, greedy=greedy
+        bundle.tokenizer,
+        bundle.world_model,
+        temperature=temperature,
+        seed=seed,
+        greedy=greedy,
+        compile=compile,
     )
     device = game.device
     game.reset(

@@ -38,6 +38,13 @@ class KVCache:
     def reset(self) -> None:
         self.length = 0
 
+    def append(self, new_kv: torch.Tensor) -> None:
+        """Store one token's keys/values (L, 2, B, H, hd), as returned by Transformer.step."""
+        if self.length >= self.capacity:
+            raise ValueError(f"the cache is full ({self.capacity} tokens)")
+        self.kv.select(4, self.length).copy_(new_kv)
+        self.length += 1
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
@@ -58,8 +65,6 @@ class CausalSelfAttention(nn.Module):
             k, v = layer_kv[0, :, :, : start + t], layer_kv[1, :, :, : start + t]
         if start == 0:
             mask, causal = None, True
-        elif t == 1:  # one new token (generation): it may see every cached key
-            mask, causal = None, False
         else:  # queries at positions start..start+t-1 see keys up to their own position
             rows = torch.arange(start, start + t, device=x.device)[:, None]
             mask, causal = rows >= torch.arange(start + t, device=x.device)[None, :], False
@@ -72,6 +77,21 @@ class CausalSelfAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
         )
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, t, d)))
+
+    def step(
+        self, x: torch.Tensor, layer_kv: torch.Tensor, cache_bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One new token (inference): x (B, D); `layer_kv` (2, B, H, capacity, hd) read only,
+        `cache_bias` (capacity,) 0 for filled slots and -inf for the rest. Returns the output
+        (B, D) and the token's own keys/values (2, B, H, hd)."""
+        b, d = x.shape
+        hd = d // self.n_heads
+        q, k, v = self.qkv(x).view(b, 3, self.n_heads, hd).unbind(1)  # (B, H, hd) each
+        cached_scores = torch.einsum("bhd,bhcd->bhc", q, layer_kv[0]) + cache_bias
+        own_score = (q * k).sum(-1, keepdim=True)
+        probs = (torch.cat([cached_scores, own_score], -1) / math.sqrt(hd)).softmax(-1)
+        y = torch.einsum("bhc,bhcd->bhd", probs[..., :-1], layer_kv[1]) + probs[..., -1:] * v
+        return self.proj(y.reshape(b, d)), torch.stack([k, v])
 
 
 class Block(nn.Module):
@@ -89,6 +109,13 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, layer_kv: torch.Tensor | None, start: int) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), layer_kv, start)
         return x + self.mlp(self.ln_2(x))
+
+    def step(
+        self, x: torch.Tensor, layer_kv: torch.Tensor, cache_bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        attended, new_kv = self.attn.step(self.ln_1(x), layer_kv, cache_bias)
+        x = x + attended
+        return x + self.mlp(self.ln_2(x)), new_kv
 
 
 class Transformer(nn.Module):
@@ -117,6 +144,28 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.length += x.shape[1]
         return self.ln_f(x)
+
+    def step(
+        self, x: torch.Tensor, position: torch.Tensor, kv: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generation, one token per sequence: x (B, D) embeddings of tokens at `position` (a
+        0-dim long tensor: the number of cached tokens), `kv` a KVCache's (L, 2, B, H, capacity,
+        hd), read only. Returns the hidden states (B, D) and the new keys/values
+        (L, 2, B, H, hd) for `KVCache.append`.
+
+        Unlike forward(), every shape here is fixed: unfilled cache slots are masked rather
+        than sliced off and the position is a tensor, so torch.compile turns a whole token
+        step into one graph (about 2x faster on CPU, where per-op overhead dominates)."""
+        slots = torch.arange(kv.shape[4], device=x.device)
+        cache_bias = torch.zeros(slots.shape, dtype=x.dtype, device=x.device).masked_fill(
+            slots >= position, float("-inf")
+        )
+        x = x + self.pos_emb(position)
+        new_kv = []
+        for i, block in enumerate(self.blocks):
+            x, token_kv = block.step(x, kv[i], cache_bias)
+            new_kv.append(token_kv)
+        return self.ln_f(x), torch.stack(new_kv)
 
 
 def init_gpt2_weights(module: nn.Module, n_layers: int) -> None:

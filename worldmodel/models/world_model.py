@@ -77,6 +77,15 @@ class WorldModel(nn.Module):
     def hidden(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         return self.transformer(self.embed(tokens), cache)
 
+    def step(
+        self, tokens: torch.Tensor, position: torch.Tensor, kv: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Generation: one token per sequence (B,) at `position` against a cache's `kv` (read
+        only) -> hidden (B, D), next-token logits (B, num_codes), the token's keys/values.
+        See Transformer.step."""
+        h, new_kv = self.transformer.step(self.embed(tokens), position, kv)
+        return h, self.obs_head(h), new_kv
+
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> WorldModelOutput:
         h = self.hidden(tokens, cache)
         return WorldModelOutput(h, self.obs_head(h), self.reward_head(h), self.end_head(h))

@@ -25,6 +25,7 @@ def main(argv: list[str]) -> int:
             temperature=cfg.temperature,
             greedy=cfg.greedy,
             seed=cfg.seed,
+            compile=cfg.compile,
             headless=cfg.headless,
             policy=cfg.policy,
             key_names=dict(cfg.key_names.get(bundle.spec.game_id, {})),

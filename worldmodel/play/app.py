@@ -29,6 +29,7 @@ class PlaySettings:
     temperature: float = 1.0
     greedy: bool = False
     seed: int = 0
+    compile: bool = True
     headless: bool = False
     policy: str = "random"  # key presser in headless mode: random | up | down | noop
     key_names: dict[str, str] = field(default_factory=dict)
@@ -63,7 +64,10 @@ class PlayApp:
             temperature=s.temperature,
             greedy=s.greedy,
             seed=s.seed,
+            compile=s.compile,
         )
+        if s.compile:
+            print("compiling the model for this machine (torch.compile; once, ~20 s on CPU)")
         self.real = AtariBatch(bundle.spec, num_envs=1, seed=s.seed)
         self.rng = np.random.default_rng(s.seed)
         self.size = bundle.spec.frame_size * s.scale
