@@ -108,12 +108,14 @@ def test_lightning_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
-def test_a_two_job_multirun_writes_one_directory_per_job(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_a_two_job_multirun_writes_one_directory_per_job(tmp_path, launcher):
     result = run_module(
         "worldmodel.train",
         *SMOKE_TOKENIZER,
         "-m",  # after the overrides, as in the README's sweep command
         "tokenizer.max_steps=2,3",
+        f"hydra/launcher={launcher}",
         f"hydra.sweep.dir={tmp_path}",
         f"paths.data_dir={tmp_path / 'data'}",
         "trainer.val_check_interval=1000",
@@ -123,6 +125,8 @@ def test_a_two_job_multirun_writes_one_directory_per_job(tmp_path):
     for job, steps in (("0", 2), ("1", 3)):
         ckpt = tmp_path / job / "tokenizer" / "checkpoints" / "last.ckpt"
         assert torch.load(ckpt, weights_only=True)["global_step"] == steps
+    # submitit ran each job as its own process and kept its logs (as on a SLURM cluster)
+    assert (tmp_path / ".submitit").is_dir() == (launcher == "submitit_local")
 
 
 def test_two_ddp_processes_train_on_cpu(tmp_path):

@@ -64,10 +64,13 @@ class TokenizerModule(L.LightningModule):
         weight_decay: float = 0.0,
         image_log_every_n_steps: int = 500,
         nonfinite: str = "stop",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.tokenizer = Tokenizer(TokenizerConfig(**model))
+        if compile:  # in place: the state-dict keys (and so checkpoints) stay the same
+            self.tokenizer.compile()
         self.loss_cfg = loss = TokenizerLoss(**loss)
         self.perceptual = (
             PerceptualLoss(loss.perceptual_net) if loss.perceptual_weight > 0 else None

@@ -33,6 +33,7 @@ class WorldModelModule(L.LightningModule):
         rollout_context: int = 4,
         rollout_horizon: int = 12,
         nonfinite: str = "stop",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer"])
@@ -43,6 +44,8 @@ class WorldModelModule(L.LightningModule):
                 **{"tokens_per_frame": tok.tokens_per_frame, "num_codes": tok.num_codes, **model}
             )
         )
+        if compile:  # in place: the state-dict keys (and so checkpoints) stay the same
+            self.world_model.compile()
         self.cfg = self.world_model.cfg
         self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
         self.media_every_n_val = media_every_n_val
