@@ -34,10 +34,26 @@ def test_cached_and_uncached_logits_agree_over_several_frames():
     pieces = [model(sequence[:, :20], cache).obs_logits]  # a prefill
     pieces.append(model(sequence[:, 20:23], cache).obs_logits)  # a chunk after it
     for t in range(23, sequence.shape[1]):  # then generation's one-token steps
-        _, logits, new_kv = model.step(sequence[:, t], torch.tensor(cache.length), cache.kv)
+        _, logits, new_kv = model.step(sequence[:, t], cache.position, cache.kv)
         cache.append(new_kv)
         pieces.append(logits[:, None])
     assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
+    assert int(cache.position) == cache.length == sequence.shape[1]
+
+
+def test_a_full_context_refuses_more_tokens():
+    model = tiny_world_model(max_frames=2)  # 34 tokens
+    cache = model.new_cache(1, torch.device("cpu"))
+    model.hidden(torch.zeros(1, 34, dtype=torch.long), cache)
+    with pytest.raises(ValueError, match="35 tokens exceeds the block size 34"):
+        model.hidden(torch.zeros(1, 1, dtype=torch.long), cache)
+    # The generation step cannot check its tensor position itself: the engine checks first.
+    game = make_game(max_frames=2)
+    game.reset(torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 1))
+    with torch.inference_mode():
+        game._feed(torch.zeros(1, dtype=torch.long))  # the 34th token: now full
+        with pytest.raises(RuntimeError, match="the context is full"):
+            game._feed(torch.zeros(1, dtype=torch.long))
 
 
 def test_interleave_offsets_actions_past_the_codebook():
@@ -99,8 +115,10 @@ def test_compiled_generation_makes_the_same_frames_as_eager():
     for compile in (False, True):
         game = make_game(max_frames=3, compile=compile)  # 6 steps slide the window twice
         game.greedy = True
+        assert (game._step.compiled is not None) == compile  # compiling did not fall back
         game.reset(frames)
         runs.append(torch.stack([game.step(torch.tensor([1, 2]))[0] for _ in range(6)]))
+        assert (game._step.compiled is not None) == compile
     # Fused kernels round differently, so a decoded pixel may move by one level.
     assert (runs[0].int() - runs[1].int()).abs().max() <= 1
 

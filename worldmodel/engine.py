@@ -14,6 +14,7 @@ forgets where the ball was going).
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -25,16 +26,16 @@ class CompiledOrEager:
     """`fn` through torch.compile (static shapes); if compiling fails, e.g. with no C++
     compiler on the machine, warn once and call `fn` as it is from then on."""
 
-    def __init__(self, fn: Callable, compile: bool) -> None:
+    def __init__(self, fn: Callable[..., Any], compile: bool) -> None:
         self.fn = fn
         self.compiled = torch.compile(fn, dynamic=False) if compile else None
 
-    def __call__(self, *args: torch.Tensor):
+    def __call__(self, *args: torch.Tensor) -> Any:
         if self.compiled is None:
             return self.fn(*args)
         try:
             return self.compiled(*args)
-        except Exception as error:
+        except torch._dynamo.exc.TorchDynamoException as error:  # Inductor/backend failures too
             message = (str(error).strip().splitlines() or [""])[0]
             warnings.warn(
                 f"torch.compile failed ({type(error).__name__}: {message}); running without "
@@ -63,7 +64,8 @@ class LearnedGame:
         compile: bool = False,
     ) -> None:
         self.tokenizer, self.world_model = tokenizer.eval(), world_model.eval()
-        # Shapes are static (see Transformer.step), so each compiles once per batch size.
+        # Shapes are static (see Transformer.step), so each compiles once per batch size (up
+        # to Dynamo's recompile limit, 8 per function, past which it quietly runs eager).
         self._step = CompiledOrEager(world_model.step, compile)
         self._decode = CompiledOrEager(tokenizer.decode, compile)
         self.cfg = world_model.cfg
@@ -99,7 +101,7 @@ class LearnedGame:
         self.frame_tokens, self.actions = tokens, actions.to(self.device).long()
         self.cache = self.world_model.new_cache(b, self.device)
         self._prefill()
-        return to_uint8_frames(self._decode(tokens[:, -1]))
+        return to_uint8_frames(self._decode(tokens[:, -1].contiguous()))  # as step() has it
 
     @torch.inference_mode()
     def _prefill(self) -> None:
@@ -112,8 +114,9 @@ class LearnedGame:
 
     def _feed(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append one token per game (B,) to the context -> (hidden, next-token logits)."""
-        position = torch.tensor(self.cache.length, device=self.device)
-        h, logits, new_kv = self._step(tokens, position, self.cache.kv)
+        if self.cache.length >= self.cache.capacity:
+            raise RuntimeError(f"the context is full ({self.cache.capacity} tokens)")
+        h, logits, new_kv = self._step(tokens, self.cache.position, self.cache.kv)
         self.cache.append(new_kv)
         return h, logits
 

@@ -47,7 +47,8 @@ def foreground_mask(frames: torch.Tensor, threshold: float) -> torch.Tensor:
 
 def moving_mask(target: torch.Tensor, recon: torch.Tensor, threshold: float) -> torch.Tensor:
     """(B, 3, H, W) x 2 -> (B, 1, H, W) bool: pixels where the real frame or its reconstruction
-    leaves the batch's static scene (the per-pixel median of the real frames)."""
+    leaves the batch's static scene (the per-pixel median of the real frames). A batch of one
+    frame is its own static scene: only the reconstruction's deviations are marked."""
     static = target.median(dim=0, keepdim=True).values
     return deviates(target, static, threshold) | deviates(recon.detach(), static, threshold)
 

@@ -30,6 +30,9 @@ class KVCache:
         shape = (cfg.n_layers, 2, batch, cfg.n_heads, cfg.block_size, cfg.d_model // cfg.n_heads)
         self.kv = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0
+        # `length` again, as a tensor on the device: Transformer.step takes the position as
+        # a tensor (one compiled graph for every position) without a host copy per token.
+        self.position = torch.zeros((), dtype=torch.long, device=device)
 
     @property
     def capacity(self) -> int:
@@ -37,13 +40,18 @@ class KVCache:
 
     def reset(self) -> None:
         self.length = 0
+        self.position.zero_()
+
+    def advance(self, n: int) -> None:
+        if self.length + n > self.capacity:
+            raise ValueError(f"{self.length + n} tokens exceed the cache's {self.capacity}")
+        self.length += n
+        self.position += n
 
     def append(self, new_kv: torch.Tensor) -> None:
         """Store one token's keys/values (L, 2, B, H, hd), as returned by Transformer.step."""
-        if self.length >= self.capacity:
-            raise ValueError(f"the cache is full ({self.capacity} tokens)")
         self.kv.select(4, self.length).copy_(new_kv)
-        self.length += 1
+        self.advance(1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -142,7 +150,7 @@ class Transformer(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, None if cache is None else cache.kv[i], start)
         if cache is not None:
-            cache.length += x.shape[1]
+            cache.advance(x.shape[1])
         return self.ln_f(x)
 
     def step(
@@ -155,7 +163,9 @@ class Transformer(nn.Module):
 
         Unlike forward(), every shape here is fixed: unfilled cache slots are masked rather
         than sliced off and the position is a tensor, so torch.compile turns a whole token
-        step into one graph (about 2x faster on CPU, where per-op overhead dominates)."""
+        step into one graph (about 2x faster on CPU, where per-op overhead dominates).
+        Inference only: no dropout. The caller checks there is room (`position < capacity`):
+        an index past the position table is not caught inside a compiled graph."""
         slots = torch.arange(kv.shape[4], device=x.device)
         cache_bias = torch.zeros(slots.shape, dtype=x.dtype, device=x.device).masked_fill(
             slots >= position, float("-inf")
