@@ -1,7 +1,11 @@
 """Which parts of the tokenizer loss/quantizer matter? Train each variant for the same
 number of steps with the real training command, then evaluate it like tokenizer_report.
 
-    python experiments/tokenizer_ablation.py [--steps 400] [--out experiments/reports]
+    python experiments/tokenizer_ablation.py [--steps 1200] [--batch-size 16] [--out DIR]
+
+Every variant starts from scratch with the same seed, data and budget. The codebook needs
+~750 steps to break out of its early collapse, so budgets much below 1,000 steps say
+little.
 """
 
 import argparse
@@ -23,7 +27,11 @@ from worldmodel.envs.policies import TrackerPolicy
 VARIANTS = {
     "full recipe": [],
     "no perceptual (LPIPS) term": ["tokenizer.module.loss.perceptual_weight=0"],
-    "no foreground weighting": ["tokenizer.module.loss.foreground_weight=0"],
+    "no moving-object weighting": ["tokenizer.module.loss.moving_weight=0"],
+    "no foreground or moving-object weighting": [
+        "tokenizer.module.loss.foreground_weight=0",
+        "tokenizer.module.loss.moving_weight=0",
+    ],
     "no codebook remedy (plain codes, no revival)": [
         "tokenizer.module.model.cosine_codes=false",
         "tokenizer.module.model.revive_dead_codes=false",
@@ -33,6 +41,7 @@ COLUMNS = (
     "ball_recall",
     "ball_false_positive_rate",
     "paddle_y_error_px",
+    "score_match",
     "psnr_db",
     "codebook_usage",
 )
@@ -40,7 +49,8 @@ COLUMNS = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("experiments/reports"))
     parser.add_argument("--runs", type=Path, default=Path("runs/ablation"))
     args = parser.parse_args()
@@ -64,6 +74,7 @@ def main() -> None:
                 "worldmodel.train",
                 "stage=tokenizer",
                 f"tokenizer.max_steps={args.steps}",
+                f"tokenizer.batch_size={args.batch_size}",
                 f"hydra.run.dir={run_dir}",
                 "trainer.val_check_interval=100000",
                 "trainer.enable_progress_bar=false",
@@ -80,8 +91,9 @@ def main() -> None:
     write_report(
         args.out,
         "tokenizer_ablation",
-        f"Tokenizer ablation ({args.steps} training steps each, tiny config)",
-        f"python experiments/tokenizer_ablation.py --steps {args.steps}",
+        f"Tokenizer ablation ({args.steps} steps of batch {args.batch_size} each, tiny config)",
+        f"python experiments/tokenizer_ablation.py --steps {args.steps} "
+        f"--batch-size {args.batch_size}",
         markdown_table(["variant", *COLUMNS], rows),
         results,
     )
