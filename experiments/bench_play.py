@@ -12,6 +12,7 @@ Measured in one run, so the ratios hold on a noisy machine:
 """
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -66,18 +67,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", nargs="?", default="models/pong_tiny.bundle.ckpt")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("experiments/reports"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bundle = load_bundle(args.bundle)
-    results = {
-        "fps_cached": fps_cached(bundle, 1, args.steps),
-        "fps_eager": fps_cached(bundle, 1, args.steps, compile=False),
-        "fps_baseline": fps_baseline(bundle, max(10, args.steps // 4)),
-        "fps_batch16": fps_cached(bundle, 16, max(10, args.steps // 3)),
-        "fps_batch64": fps_cached(bundle, 64, max(5, args.steps // 6)),
+    measures = {
+        "fps_cached": lambda: fps_cached(bundle, 1, args.steps),
+        "fps_eager": lambda: fps_cached(bundle, 1, args.steps, compile=False),
+        "fps_baseline": lambda: fps_baseline(bundle, max(10, args.steps // 4)),
+        "fps_batch16": lambda: fps_cached(bundle, 16, max(10, args.steps // 3)),
+        "fps_batch64": lambda: fps_cached(bundle, 64, max(5, args.steps // 6)),
     }
+    # Interleaved rounds, median of each: a noisy neighbour hits every loop alike.
+    runs: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(args.repeats):
+        for name, measure in measures.items():
+            runs[name].append(measure())
+    results: dict = {name: statistics.median(values) for name, values in runs.items()}
+    results["runs"] = runs
     results["ratio"] = results["fps_cached"] / results["fps_baseline"]
     results["threads"] = args.threads
     rows = [
@@ -92,8 +101,10 @@ def main() -> None:
     write_report(
         args.out,
         "bench_play",
-        f"Play-loop speed (generate + decode, no drawing), {args.threads} CPU threads",
-        f"python experiments/bench_play.py {args.bundle} --threads {args.threads}",
+        f"Play-loop speed (generate + decode, no drawing), {args.threads} CPU threads, "
+        f"median of {args.repeats} interleaved rounds",
+        f"python experiments/bench_play.py {args.bundle} --threads {args.threads} "
+        f"--steps {args.steps} --repeats {args.repeats}",
         markdown_table(["loop", "frames/s"], rows),
         results,
     )
