@@ -47,6 +47,11 @@ COLUMNS = (
 )
 
 
+def cell(value: float) -> str:
+    # nan paddle error: no paddle was found in any reconstruction (the model lost them)
+    return "not found" if np.isnan(value) else f"{value:.3g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1200)
@@ -87,7 +92,7 @@ def main() -> None:
         metrics, _ = evaluate(tokenizer, frames)
         results[name] = {**metrics, "train_s": time.time() - start, "overrides": overrides}
         print(name, {c: round(metrics[c], 4) for c in COLUMNS}, flush=True)
-    rows = [[name, *(f"{r[c]:.3g}" for c in COLUMNS)] for name, r in results.items()]
+    rows = [[name, *(cell(r[c]) for c in COLUMNS)] for name, r in results.items()]
     write_report(
         args.out,
         "tokenizer_ablation",
