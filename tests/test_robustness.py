@@ -149,6 +149,25 @@ def test_two_ddp_processes_train_on_cpu(tmp_path):
     assert ckpt["global_step"] == 3
 
 
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
+    result = run_module(
+        "worldmodel.train",
+        *SMOKE_TOKENIZER,
+        "trainer.precision=bf16-mixed",
+        "tokenizer.max_steps=3",
+        f"hydra.run.dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "trainer.val_check_interval=1000",
+        timeout=300,
+    )
+    assert_ok(result)
+    ckpt = torch.load(tmp_path / "tokenizer" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3
+    assert all(
+        v.dtype == torch.float32 for v in ckpt["state_dict"].values() if v.is_floating_point()
+    )
+
+
 def test_optuna_search_runs_trials_and_minimises_the_returned_loss(tmp_path):
     result = run_module(
         "worldmodel.train",
