@@ -66,7 +66,7 @@ class LearnedGame:
         self.tokenizer, self.world_model = tokenizer.eval(), world_model.eval()
         # Shapes are static (see Transformer.step), so each compiles once per batch size (up
         # to Dynamo's recompile limit, 8 per function, past which it quietly runs eager).
-        self._step = CompiledOrEager(world_model.step, compile)
+        self._step = CompiledOrEager(world_model.next_token_probs, compile)
         self._decode = CompiledOrEager(tokenizer.decode, compile)
         self.cfg = world_model.cfg
         self.temperature, self.greedy = temperature, greedy
@@ -113,17 +113,18 @@ class LearnedGame:
         self.world_model.hidden(sequence[:, :-1], self.cache)  # all but the trailing action
 
     def _feed(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append one token per game (B,) to the context -> (hidden, next-token logits)."""
+        """Append one token per game (B,) to the context -> (hidden, next-token probs)."""
         if self.cache.length >= self.cache.capacity:
             raise RuntimeError(f"the context is full ({self.cache.capacity} tokens)")
-        h, logits, new_kv = self._step(tokens, self.cache.position, self.cache.kv)
+        # A tensor, so a new temperature (+/- in the app) does not recompile.
+        inv_temp = torch.tensor(1.0 / self.temperature if self.temperature > 0 else 1.0)
+        h, probs, new_kv = self._step(tokens, self.cache.position, self.cache.kv, inv_temp)
         self.cache.append(new_kv)
-        return h, logits
+        return h, probs
 
-    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
+    def _sample(self, probs: torch.Tensor) -> torch.Tensor:
         if self.greedy or self.temperature <= 0:
-            return logits.argmax(-1)
-        probs = torch.softmax(logits / self.temperature, dim=-1)
+            return probs.argmax(-1)
         return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
 
     @torch.inference_mode()
@@ -142,15 +143,15 @@ class LearnedGame:
             )
             self._prefill()
         actions = actions.to(self.device).long().view(-1)
-        h, logits = self._feed(actions + self.cfg.num_codes)
+        h, probs = self._feed(actions + self.cfg.num_codes)
         rewards = self.world_model.reward_head(h).argmax(-1) - 1
         ends = self.world_model.end_head(h).argmax(-1) == 1
         new_tokens = []
         for _ in range(k):
-            token = self._sample(logits)
+            token = self._sample(probs)
             new_tokens.append(token)
             # Feeding the frame's last token too: its keys/values belong in the cache.
-            h, logits = self._feed(token)
+            h, probs = self._feed(token)
         tokens = torch.stack(new_tokens, dim=1)
         self.frame_tokens = torch.cat([self.frame_tokens, tokens[:, None]], dim=1)
         self.actions = torch.cat([self.actions, actions[:, None]], dim=1)

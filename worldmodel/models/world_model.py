@@ -86,6 +86,18 @@ class WorldModel(nn.Module):
         h, new_kv = self.transformer.step(self.embed(tokens), position, kv)
         return h, self.obs_head(h), new_kv
 
+    def next_token_probs(
+        self,
+        tokens: torch.Tensor,
+        position: torch.Tensor,
+        kv: torch.Tensor,
+        inv_temperature: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """step() with the sampling distribution softmax(logits / temperature) instead of the
+        logits: one compiled graph then covers it too (two ops fewer per token on CPU)."""
+        h, logits, new_kv = self.step(tokens, position, kv)
+        return h, torch.softmax(logits * inv_temperature, dim=-1), new_kv
+
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> WorldModelOutput:
         h = self.hidden(tokens, cache)
         return WorldModelOutput(h, self.obs_head(h), self.reward_head(h), self.end_head(h))
