@@ -129,40 +129,37 @@ def test_a_two_job_multirun_writes_one_directory_per_job(tmp_path, launcher):
     assert (tmp_path / ".submitit").is_dir() == (launcher == "submitit_local")
 
 
-def test_two_ddp_processes_train_on_cpu(tmp_path):
+def train_smoke_tokenizer_3_steps(tmp_path, *overrides: str) -> dict:
+    """Train the smoke tokenizer 3 steps with `overrides`; returns its last checkpoint."""
     result = run_module(
         "worldmodel.train",
         *SMOKE_TOKENIZER,
+        *overrides,
+        "tokenizer.max_steps=3",
+        f"hydra.run.dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "trainer.val_check_interval=1000",
+        timeout=300,
+    )
+    assert_ok(result)
+    ckpt = torch.load(tmp_path / "tokenizer" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3
+    return ckpt
+
+
+def test_two_ddp_processes_train_on_cpu(tmp_path):
+    train_smoke_tokenizer_3_steps(
+        tmp_path,
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
         "trainer.precision=32-true",
-        "tokenizer.max_steps=3",
-        f"hydra.run.dir={tmp_path}",
-        f"paths.data_dir={tmp_path / 'data'}",
-        "trainer.val_check_interval=1000",
-        timeout=300,
     )
-    assert_ok(result)
     assert (tmp_path / "train_ddp_process_1.log").exists()  # a second rank really ran
-    ckpt = torch.load(tmp_path / "tokenizer" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 3
 
 
 def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
-    result = run_module(
-        "worldmodel.train",
-        *SMOKE_TOKENIZER,
-        "trainer.precision=bf16-mixed",
-        "tokenizer.max_steps=3",
-        f"hydra.run.dir={tmp_path}",
-        f"paths.data_dir={tmp_path / 'data'}",
-        "trainer.val_check_interval=1000",
-        timeout=300,
-    )
-    assert_ok(result)
-    ckpt = torch.load(tmp_path / "tokenizer" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 3
+    ckpt = train_smoke_tokenizer_3_steps(tmp_path, "trainer.precision=bf16-mixed")
     assert all(
         v.dtype == torch.float32 for v in ckpt["state_dict"].values() if v.is_floating_point()
     )

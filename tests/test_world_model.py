@@ -51,9 +51,9 @@ def test_a_full_context_refuses_more_tokens():
     game = make_game(max_frames=2)
     game.reset(torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 1))
     with torch.inference_mode():
-        game._feed(torch.zeros(1, dtype=torch.long))  # the 34th token: now full
+        game._feed(torch.zeros(1, dtype=torch.long), torch.tensor(1.0))  # the 34th token: now full
         with pytest.raises(RuntimeError, match="the context is full"):
-            game._feed(torch.zeros(1, dtype=torch.long))
+            game._feed(torch.zeros(1, dtype=torch.long), torch.tensor(1.0))
 
 
 def test_interleave_offsets_actions_past_the_codebook():

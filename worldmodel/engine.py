@@ -112,12 +112,12 @@ class LearnedGame:
         sequence = self.world_model.interleave(self.frame_tokens, torch.cat([self.actions, pad], 1))
         self.world_model.hidden(sequence[:, :-1], self.cache)  # all but the trailing action
 
-    def _feed(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _feed(
+        self, tokens: torch.Tensor, inv_temp: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Append one token per game (B,) to the context -> (hidden, next-token probs)."""
         if self.cache.length >= self.cache.capacity:
             raise RuntimeError(f"the context is full ({self.cache.capacity} tokens)")
-        # A tensor, so a new temperature (+/- in the app) does not recompile.
-        inv_temp = torch.tensor(1.0 / self.temperature if self.temperature > 0 else 1.0)
         h, probs, new_kv = self._step(tokens, self.cache.position, self.cache.kv, inv_temp)
         self.cache.append(new_kv)
         return h, probs
@@ -143,7 +143,9 @@ class LearnedGame:
             )
             self._prefill()
         actions = actions.to(self.device).long().view(-1)
-        h, probs = self._feed(actions + self.cfg.num_codes)
+        # A tensor, so a new temperature (+/- in the app) does not recompile; once per frame.
+        inv_temp = torch.tensor(1.0 / self.temperature if self.temperature > 0 else 1.0)
+        h, probs = self._feed(actions + self.cfg.num_codes, inv_temp)
         rewards = self.world_model.reward_head(h).argmax(-1) - 1
         ends = self.world_model.end_head(h).argmax(-1) == 1
         new_tokens = []
@@ -151,7 +153,7 @@ class LearnedGame:
             token = self._sample(probs)
             new_tokens.append(token)
             # Feeding the frame's last token too: its keys/values belong in the cache.
-            h, probs = self._feed(token)
+            h, probs = self._feed(token, inv_temp)
         tokens = torch.stack(new_tokens, dim=1)
         self.frame_tokens = torch.cat([self.frame_tokens, tokens[:, None]], dim=1)
         self.actions = torch.cat([self.actions, actions[:, None]], dim=1)
