@@ -32,6 +32,23 @@ def test_encode_decode_shapes_and_dtypes():
     assert decoded.min() >= 0 and decoded.max() <= 1
 
 
+def test_a_local_encoder_gives_each_patch_a_token_of_its_own():
+    local = Tokenizer(TokenizerConfig(**TINY, local_encoder=True)).eval()
+    glob = Tokenizer(TokenizerConfig(**TINY)).eval()
+    frames = torch.rand(1, 3, 64, 64)
+    changed = frames.clone()
+    changed[:, :, :16, :16] = torch.rand(1, 3, 16, 16)  # only the top-left patch (token 0)
+    # Pre-quantization codes: tokens could coincide by chance, the vectors cannot.
+    z_local = [local.pre_quant(local.encoder(local.to_patches(f))) for f in (frames, changed)]
+    moved = (z_local[0] - z_local[1]).abs().flatten(1).amax(1)  # one row per patch
+    assert moved[0] > 0 and torch.all(moved[1:] == 0)
+    # The global encoder mixes neighbours: the same change reaches other tokens' vectors.
+    z_glob = [glob.pre_quant(glob.encoder(f * 2 - 1)) for f in (frames, changed)]
+    assert (z_glob[0] - z_glob[1])[..., 1:, 1:].abs().amax() > 0
+    # The tokens come back in the same order: only token 0 may change.
+    assert torch.equal(local.encode(frames)[:, 1:], local.encode(changed)[:, 1:])
+
+
 def test_iris_sized_config_builds_with_16_tokens():
     cfg = TokenizerConfig(autoencoder=AutoencoderConfig())
     assert cfg.tokens_per_frame == 16 and cfg.num_codes == 512

@@ -1,6 +1,6 @@
 """The discrete autoencoder: a frame <-> a small grid of codebook indices (tokens)."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -17,6 +17,10 @@ class TokenizerConfig:
     cosine_codes: bool = True
     revive_dead_codes: bool = True
     dead_after_steps: int = 200
+    # Encode every patch (one token's share of the frame) on its own. A global encoder lets
+    # each token carry its neighbours too (an empty Pong patch got 113 different codes),
+    # which leaves too few codes to say where in its patch the ball is.
+    local_encoder: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.autoencoder, dict):
@@ -45,7 +49,8 @@ class Tokenizer(nn.Module):
         super().__init__()
         self.cfg = cfg
         ae = cfg.autoencoder
-        self.encoder = Encoder(ae)
+        self.patch = ae.resolution // ae.latent_resolution
+        self.encoder = Encoder(replace(ae, resolution=self.patch) if cfg.local_encoder else ae)
         self.pre_quant = nn.Conv2d(ae.z_channels, cfg.code_dim, 1)
         self.quantizer = VectorQuantizer(
             cfg.num_codes,
@@ -58,17 +63,29 @@ class Tokenizer(nn.Module):
         self.decoder = Decoder(ae)
         self.latent_shape = (ae.latent_resolution, ae.latent_resolution)
 
-    def forward(self, frames: torch.Tensor) -> TokenizerOutput:
+    def to_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B * h * w, C, p, p): one image per token, row by row."""
+        b, c, _, _ = x.shape
+        (h, w), p = self.latent_shape, self.patch
+        return x.reshape(b, c, h, p, w, p).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, p, p)
+
+    def _encode(self, frames: torch.Tensor) -> QuantizerOutput:
         x = to_float_frames(frames) * 2 - 1
-        quantized = self.quantizer(self.pre_quant(self.encoder(x)))
+        if not self.cfg.local_encoder:
+            return self.quantizer(self.pre_quant(self.encoder(x)))
+        (h, w), b = self.latent_shape, x.shape[0]
+        z = self.encoder(self.to_patches(x)).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        return self.quantizer(self.pre_quant(z))
+
+    def forward(self, frames: torch.Tensor) -> TokenizerOutput:
+        quantized = self._encode(frames)
         reconstruction = (self.decoder(self.post_quant(quantized.z_q)) + 1) / 2
         return TokenizerOutput(reconstruction, quantized)
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames (B, H, W, 3) uint8 or (B, 3, H, W) float in [0, 1] -> tokens (B, K) long."""
-        x = to_float_frames(frames) * 2 - 1
-        return self.quantizer(self.pre_quant(self.encoder(x))).tokens
+        return self._encode(frames).tokens
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:

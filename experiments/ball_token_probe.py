@@ -1,0 +1,104 @@
+"""How much of the ball reaches a tokenizer's tokens? Trains nothing.
+
+    python experiments/ball_token_probe.py CKPT [CKPT ...] --out DIR
+
+For every held-out frame with the ball in open field (away from paddles and walls) it
+encodes the frame and a copy with the ball painted over in background colour, and looks
+at the token of the patch that holds the ball:
+
+* changed: the token differs with and without the ball (the ball reaches the token);
+* empty-patch codes: how many different codes the ball-less patches got. They all show
+  the same empty brown square, so more than a handful means the codes also carry the
+  patch's surroundings, spending the 512 codes on context instead of content;
+* position spread: for codes seen with the ball at least 3 times, the std of the ball's
+  position inside the patch (px). The decoder can only draw the ball as precisely as this;
+  a code that says nothing about where the ball is would give the uniform spread.
+"""
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from report import markdown_table, write_report
+
+from worldmodel.bundle import load_tokenizer
+from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
+from worldmodel.envs import EnvSpec
+from worldmodel.envs.policies import TrackerPolicy
+from worldmodel.eval.pong_detector import BACKGROUND, detect
+
+
+def open_field_balls(frames: np.ndarray, margin: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Frames whose ball is at least `margin` px from the paddles' columns and the walls,
+    and the ball centres (x, y) in them."""
+    found = detect(frames)
+    xy = found.ball_xy
+    size = frames.shape[1]
+    inside = found.ball_present & np.all((xy > margin) & (xy < size - margin), axis=1)
+    return frames[inside], xy[inside]
+
+
+def erase_balls(frames: np.ndarray, xy: np.ndarray, radius: int = 2) -> np.ndarray:
+    erased = frames.copy()
+    for frame, (x, y) in zip(erased, np.rint(xy).astype(int), strict=True):
+        frame[y - radius : y + radius + 1, x - radius : x + radius + 1] = BACKGROUND
+    return erased
+
+
+def probe(ckpt: Path, frames: np.ndarray, xy: np.ndarray) -> dict[str, float]:
+    tokenizer = load_tokenizer(ckpt).eval()
+    patch = tokenizer.patch
+    width = tokenizer.latent_shape[1]
+    cell = (xy[:, 1] // patch).astype(int) * width + (xy[:, 0] // patch).astype(int)
+    rows = np.arange(len(frames))
+    with torch.inference_mode():
+        with_ball = tokenizer.encode(torch.from_numpy(frames))[rows, cell].numpy()
+        without = tokenizer.encode(torch.from_numpy(erase_balls(frames, xy)))[rows, cell].numpy()
+    in_patch = xy % patch
+    spreads, counts = [], []
+    for code in np.unique(with_ball):
+        seen = with_ball == code
+        if seen.sum() >= 3:
+            spreads.append(in_patch[seen].std(0).mean())
+            counts.append(seen.sum())
+    return {
+        "frames": float(len(frames)),
+        "token_changed_by_ball": float((with_ball != without).mean()),
+        "empty_patch_codes": float(len(np.unique(without))),
+        "ball_patch_codes": float(len(np.unique(with_ball))),
+        "position_spread_px": float(np.average(spreads, weights=counts)),
+        "uniform_spread_px": float(in_patch.std(0).mean()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ckpts", type=Path, nargs="+")
+    parser.add_argument("--data-dir", default="data/val")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    episodes = held_out_episodes(
+        EnvSpec(frame_size=64),
+        functools.partial(TrackerPolicy),
+        args.data_dir,
+        VAL_EPISODES,
+        VAL_MAX_STEPS,
+        seed=VAL_SEED,
+    )
+    # Frame 0 of an episode is drawn in a different palette (before the game starts).
+    frames, xy = open_field_balls(np.concatenate([e.frames[1:] for e in episodes]))
+    results = {str(ckpt): probe(ckpt, frames, xy) for ckpt in args.ckpts}
+    columns = list(next(iter(results.values())))
+    rows = [[name, *(f"{v:.3g}" for v in r.values())] for name, r in results.items()]
+    command = "python experiments/ball_token_probe.py " + " ".join(sys.argv[1:])
+    table = markdown_table(["checkpoint", *columns], rows)
+    title = "Does the ball reach the tokens?"
+    write_report(args.out, "ball_token_probe", title, command, table, results)
+
+
+if __name__ == "__main__":
+    main()
