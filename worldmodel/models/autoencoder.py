@@ -22,6 +22,9 @@ class AutoencoderConfig:
     attn_resolutions: list[int] = field(default_factory=lambda: [8, 16])
     z_channels: int = 512
     dropout: float = 0.0
+    # GroupNorm groups (at most; a group keeps >= 4 channels). Few groups suit tiny maps:
+    # on a 1x1 map a group of 4 channels normalised on its own loses half of what it says.
+    norm_groups: int = 32
     # "nearest": upsample + 3x3 conv (IRIS); "transpose": a 4x4 stride-2 transposed conv,
     # ~9x cheaper at high resolution (the CPU config's choice).
     upsample: str = "nearest"
@@ -37,20 +40,20 @@ class AutoencoderConfig:
         return self.resolution // 2 ** (len(self.ch_mult) - 1)
 
 
-def norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels // 4), channels, eps=1e-6)
+def norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(groups, channels // 4), channels, eps=1e-6)
 
 
 class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, dropout: float) -> None:
+    def __init__(self, c_in: int, c_out: int, cfg: AutoencoderConfig) -> None:
         super().__init__()
         self.block = nn.Sequential(
-            norm(c_in),
+            norm(c_in, cfg.norm_groups),
             nn.SiLU(),
             nn.Conv2d(c_in, c_out, 3, padding=1),
-            norm(c_out),
+            norm(c_out, cfg.norm_groups),
             nn.SiLU(),
-            nn.Dropout(dropout),
+            nn.Dropout(cfg.dropout),
             nn.Conv2d(c_out, c_out, 3, padding=1),
         )
         self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
@@ -62,9 +65,9 @@ class ResBlock(nn.Module):
 class SelfAttention(nn.Module):
     """Single-head attention over the pixels of a (small) feature map."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, groups: int) -> None:
         super().__init__()
-        self.norm = norm(channels)
+        self.norm = norm(channels, groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
 
@@ -75,16 +78,22 @@ class SelfAttention(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 
-def level_blocks(c_in: int, c_out: int, n_res: int, with_attn: bool, dropout: float) -> list:
+def level_blocks(
+    c_in: int, c_out: int, n_res: int, with_attn: bool, cfg: AutoencoderConfig
+) -> list:
     blocks: list[nn.Module] = []
     for _ in range(n_res):
-        blocks.append(ResBlock(c_in, c_out, dropout))
+        blocks.append(ResBlock(c_in, c_out, cfg))
         c_in = c_out
         if with_attn:
-            blocks.append(SelfAttention(c_out))
+            blocks.append(SelfAttention(c_out, cfg.norm_groups))
     if n_res == 0 and c_in != c_out:
         blocks.append(nn.Conv2d(c_in, c_out, 3, padding=1))
     return blocks
+
+
+def middle_blocks(c: int, cfg: AutoencoderConfig) -> list[nn.Module]:
+    return [ResBlock(c, c, cfg), SelfAttention(c, cfg.norm_groups), ResBlock(c, c, cfg)]
 
 
 class Encoder(nn.Module):
@@ -96,13 +105,13 @@ class Encoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels, chans[0], 3, padding=1)]
         resolution, c = cfg.resolution, chans[0]
         for level, (c_out, n_res) in enumerate(zip(chans, cfg.res_blocks, strict=True)):
-            layers += level_blocks(c, c_out, n_res, resolution in cfg.attn_resolutions, cfg.dropout)
+            layers += level_blocks(c, c_out, n_res, resolution in cfg.attn_resolutions, cfg)
             c = c_out
             if level < len(chans) - 1:
                 layers.append(nn.Conv2d(c, c, 4, stride=2, padding=1))
                 resolution //= 2
-        layers += [ResBlock(c, c, cfg.dropout), SelfAttention(c), ResBlock(c, c, cfg.dropout)]
-        layers += [norm(c), nn.SiLU(), nn.Conv2d(c, cfg.z_channels, 3, padding=1)]
+        layers += [*middle_blocks(c, cfg)]
+        layers += [norm(c, cfg.norm_groups), nn.SiLU(), nn.Conv2d(c, cfg.z_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,10 +135,10 @@ class Decoder(nn.Module):
         res_blocks = cfg.res_blocks[::-1]
         c = chans[0]
         layers: list[nn.Module] = [nn.Conv2d(cfg.z_channels, c, 3, padding=1)]
-        layers += [ResBlock(c, c, cfg.dropout), SelfAttention(c), ResBlock(c, c, cfg.dropout)]
+        layers += [*middle_blocks(c, cfg)]
         resolution = cfg.latent_resolution
         for level, (c_out, n_res) in enumerate(zip(chans, res_blocks, strict=True)):
-            layers += level_blocks(c, c_out, n_res, resolution in cfg.attn_resolutions, cfg.dropout)
+            layers += level_blocks(c, c_out, n_res, resolution in cfg.attn_resolutions, cfg)
             c = c_out
             if level < len(chans) - 1:
                 # A level without residual blocks gets its channels from the upsampling
@@ -137,7 +146,7 @@ class Decoder(nn.Module):
                 c_next = chans[level + 1] if res_blocks[level + 1] == 0 else c
                 layers += upsample(c, c_next, cfg.upsample)
                 c, resolution = c_next, resolution * 2
-        layers += [norm(c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1)]
+        layers += [norm(c, cfg.norm_groups), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

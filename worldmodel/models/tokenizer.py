@@ -50,7 +50,9 @@ class Tokenizer(nn.Module):
         self.cfg = cfg
         ae = cfg.autoencoder
         self.patch = ae.resolution // ae.latent_resolution
-        self.encoder = Encoder(replace(ae, resolution=self.patch) if cfg.local_encoder else ae)
+        # A patch's last levels are 2x2 and 1x1 maps: normalise all channels together there.
+        local = replace(ae, resolution=self.patch, norm_groups=1)
+        self.encoder = Encoder(local if cfg.local_encoder else ae)
         self.pre_quant = nn.Conv2d(ae.z_channels, cfg.code_dim, 1)
         self.quantizer = VectorQuantizer(
             cfg.num_codes,
