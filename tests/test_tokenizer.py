@@ -83,6 +83,25 @@ def test_dead_codes_are_revived_onto_encoder_outputs():
     assert any(torch.allclose(raw[i], inputs[j]) for i in range(32) for j in range(4))
 
 
+def test_pixel_revival_puts_dead_codes_on_the_worst_drawn_patch():
+    module = TokenizerModule(
+        TINY, {"perceptual_weight": 0.0, "moving_weight": 40.0}, revive_by="pixels"
+    ).train()
+    frames = torch.zeros(2, 3, 64, 64)
+    frames[:, 0], frames[:, 1], frames[:, 2] = 144 / 255, 72 / 255, 17 / 255
+    frames[1, :, 16:32, 32:48] = 0.93  # a white patch: token 6 of frame 1, row by row
+    module.losses(frames)
+    priority = module._revival_priority
+    assert priority.shape == (2 * 16,) and int(priority.argmax()) == 16 + 6
+
+    quantizer = module.tokenizer.quantizer
+    quantizer.idle_steps.fill_(quantizer.dead_after_steps + 1)  # every code is dead
+    one_hot = torch.zeros_like(priority)
+    one_hot[22] = 1.0
+    assert quantizer.revive_dead_codes_(one_hot) == quantizer.num_codes
+    assert torch.allclose(quantizer.codebook.weight, quantizer._latest_inputs[22].expand(64, -1))
+
+
 def test_foreground_mask_finds_a_faint_ball():
     frames = torch.zeros(1, 3, 64, 64)
     frames[:, 0] = 144 / 255

@@ -66,12 +66,20 @@ class TokenizerModule(L.LightningModule):
         image_log_every_n_steps: int = 500,
         nonfinite: str = "stop",
         compile: bool = False,
+        revive_by: str = "latent",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.tokenizer = Tokenizer(TokenizerConfig(**model))
         if compile:  # in place: the state-dict keys (and so checkpoints) stay the same
             self.tokenizer.compile()
+        if revive_by not in ("latent", "pixels"):
+            raise ValueError(f"revive_by must be 'latent' or 'pixels', got {revive_by!r}")
+        # Where dead codes go: onto the encoder outputs the quantizer serves worst ("latent"),
+        # or onto the patches drawn worst ("pixels", by the weighted L1 of the loss). A ball
+        # patch is barely off its code in latent space but is the worst-drawn patch of all.
+        self.revive_by = revive_by
+        self._revival_priority: torch.Tensor | None = None
         self.loss_cfg = loss = TokenizerLoss(**loss)
         self.perceptual = (
             PerceptualLoss(loss.perceptual_net) if loss.perceptual_weight > 0 else None
@@ -93,7 +101,13 @@ class TokenizerModule(L.LightningModule):
             weights = weights + cfg.moving_weight * moving_mask(
                 target, recon, cfg.foreground_threshold
             )
-        l1 = ((recon - target).abs() * weights).mean() / weights.mean()
+        weighted_error = (recon - target).abs() * weights
+        l1 = weighted_error.mean() / weights.mean()
+        if self.training and self.revive_by == "pixels":
+            per_token = F.avg_pool2d(
+                weighted_error.detach().sum(1, keepdim=True), self.tokenizer.patch
+            )
+            self._revival_priority = per_token.flatten()  # the quantizer's (B, h, w) order
         terms = {
             "l1": cfg.l1_weight * l1,
             "codebook": cfg.codebook_weight * out.quantized.codebook_loss,
@@ -126,7 +140,7 @@ class TokenizerModule(L.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         quantizer = self.tokenizer.quantizer
-        revived = quantizer.revive_dead_codes_()
+        revived = quantizer.revive_dead_codes_(self._revival_priority)
         if self.trainer.world_size > 1:
             # Each rank revives from its own batch; DDP only syncs gradients, so make every
             # rank take rank 0's codebook or the copies drift apart.

@@ -77,9 +77,10 @@ class VectorQuantizer(nn.Module):
         self._latest_inputs, self._latest_errors = flat, errors
 
     @torch.no_grad()
-    def revive_dead_codes_(self) -> int:
+    def revive_dead_codes_(self, priority: torch.Tensor | None = None) -> int:
         """Move codes idle for `dead_after_steps` onto recent encoder outputs, drawn with
-        probability proportional to how badly they are quantized now (k-means++ style).
+        probability proportional to how badly they are quantized now (k-means++ style), or
+        to `priority` (one weight per encoder output of the latest batch) when given.
 
         Uniform draws would mostly pick background cells, which already have a good code;
         the cells holding the ball or a paddle are the rare, badly served ones. Called after
@@ -91,7 +92,7 @@ class VectorQuantizer(nn.Module):
             return 0
         dead = (self.idle_steps > self.dead_after_steps).nonzero().squeeze(1)
         if len(dead) > 0:
-            weights = self._latest_errors + 1e-12
+            weights = (self._latest_errors if priority is None else priority) + 1e-12
             picks = torch.multinomial(weights, len(dead), replacement=len(dead) > len(weights))
             self.codebook.weight[dead] = inputs[picks]
             self.idle_steps[dead] = 0
