@@ -102,6 +102,19 @@ def test_pixel_revival_puts_dead_codes_on_the_worst_drawn_patch():
     assert torch.allclose(quantizer.codebook.weight, quantizer._latest_inputs[22].expand(64, -1))
 
 
+def test_the_moving_l2_term_counts_only_moving_pixels():
+    module = TokenizerModule(TINY, {"perceptual_weight": 0.0, "moving_l2_weight": 1.0}).eval()
+    frames = torch.full((4, 3, 64, 64), 0.5)
+    terms, recon, _ = module.losses(frames)  # a static batch: the real frames move nowhere
+    moving = moving_mask(frames, recon, 0.02)
+    squared = (recon - frames).pow(2).sum(1, keepdim=True)
+    expected = (squared * moving).sum() / moving.sum().clamp_min(1)
+    assert torch.allclose(terms["moving_l2"], expected)
+    frames[1, :, 30:32, 40] = 1.0  # a ball in one frame: its pixels join the mask
+    terms, recon, _ = module.losses(frames)
+    assert moving_mask(frames, recon, 0.02)[1, 0, 30:32, 40].all()
+
+
 def test_foreground_mask_finds_a_faint_ball():
     frames = torch.zeros(1, 3, 64, 64)
     frames[:, 0] = 144 / 255

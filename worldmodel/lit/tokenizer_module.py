@@ -25,6 +25,10 @@ class TokenizerLoss:
     # paddles), a few dozen pixels that the walls and score otherwise outweigh in the
     # foreground term. Marking the reconstruction's deviations too penalises phantom balls.
     moving_weight: float = 0.0
+    # Squared error on those moving pixels. L1's optimum is the median: for a ball whose
+    # exact place the code leaves uncertain by a pixel or two, the median is no ball at all.
+    # The squared error's optimum is the mean: a dimmer ball where the code says it is.
+    moving_l2_weight: float = 0.0
     codebook_weight: float = 1.0
     commitment_weight: float = 0.25
     perceptual_weight: float = 1.0
@@ -97,10 +101,8 @@ class TokenizerModule(L.LightningModule):
         recon = out.reconstruction
         cfg = self.loss_cfg
         weights = 1.0 + cfg.foreground_weight * foreground_mask(target, cfg.foreground_threshold)
-        if cfg.moving_weight > 0:
-            weights = weights + cfg.moving_weight * moving_mask(
-                target, recon, cfg.foreground_threshold
-            )
+        moving = moving_mask(target, recon, cfg.foreground_threshold)
+        weights = weights + cfg.moving_weight * moving
         weighted_error = (recon - target).abs() * weights
         l1 = weighted_error.mean() / weights.mean()
         if self.training and self.revive_by == "pixels":
@@ -113,6 +115,9 @@ class TokenizerModule(L.LightningModule):
             "codebook": cfg.codebook_weight * out.quantized.codebook_loss,
             "commitment": cfg.commitment_weight * out.quantized.commitment_loss,
         }
+        if cfg.moving_l2_weight > 0:
+            squared = (recon - target).pow(2).sum(1, keepdim=True) * moving
+            terms["moving_l2"] = cfg.moving_l2_weight * squared.sum() / moving.sum().clamp_min(1)
         if self.perceptual is not None:
             terms["perceptual"] = cfg.perceptual_weight * self.perceptual(recon.clamp(0, 1), target)
         return terms, recon, out.quantized.tokens
