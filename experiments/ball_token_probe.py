@@ -2,14 +2,15 @@
 
     python experiments/ball_token_probe.py CKPT [CKPT ...] --out DIR
 
-For every held-out frame with the ball in open field (away from paddles and walls) it
-encodes the frame and a copy with the ball painted over in background colour, and looks
-at the token of the patch that holds the ball:
+For every held-out frame with the ball in one of the four middle patches (where nothing
+else is ever drawn: no paddle, wall or score) it encodes the frame and a copy with the
+ball painted over in background colour, and looks at the token of the patch that holds
+the ball:
 
 * changed: the token differs with and without the ball (the ball reaches the token);
 * empty-patch codes: how many different codes the ball-less patches got. They all show
-  the same empty brown square, so more than a handful means the codes also carry the
-  patch's surroundings, spending the 512 codes on context instead of content;
+  the same empty brown square, so more than one means the codes also carry the patch's
+  surroundings, spending the 512 codes on context instead of content;
 * position spread: for codes seen with the ball at least 3 times, the std of the ball's
   position inside the patch (px). The decoder can only draw the ball as precisely as this;
   a code that says nothing about where the ball is would give the uniform spread.
@@ -31,9 +32,9 @@ from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.eval.pong_detector import BACKGROUND, detect
 
 
-def open_field_balls(frames: np.ndarray, margin: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Frames whose ball is at least `margin` px from the paddles' columns and the walls,
-    and the ball centres (x, y) in them."""
+def middle_balls(frames: np.ndarray, margin: int = 18) -> tuple[np.ndarray, np.ndarray]:
+    """Frames whose ball centre is at least `margin` px from every edge (at 64x64: inside
+    the middle 2x2 patches, clear of paddles, walls and score), and those ball centres."""
     found = detect(frames)
     xy = found.ball_xy
     size = frames.shape[1]
@@ -90,7 +91,7 @@ def main() -> None:
         seed=VAL_SEED,
     )
     # Frame 0 of an episode is drawn in a different palette (before the game starts).
-    frames, xy = open_field_balls(np.concatenate([e.frames[1:] for e in episodes]))
+    frames, xy = middle_balls(np.concatenate([e.frames[1:] for e in episodes]))
     results = {str(ckpt): probe(ckpt, frames, xy) for ckpt in args.ckpts}
     columns = list(next(iter(results.values())))
     rows = [[name, *(f"{v:.3g}" for v in r.values())] for name, r in results.items()]
