@@ -89,10 +89,14 @@ def test_pixel_revival_puts_dead_codes_on_the_worst_drawn_patch():
     ).train()
     frames = torch.zeros(2, 3, 64, 64)
     frames[:, 0], frames[:, 1], frames[:, 2] = 144 / 255, 72 / 255, 17 / 255
-    frames[1, :, 16:32, 32:48] = 0.93  # a white patch: token 6 of frame 1, row by row
-    module.losses(frames)
+    frames[1, :, 16:32, 32:48] = 0.93  # a white patch in frame 1
+    _, recon, _ = module.losses(frames)
     priority = module._revival_priority
-    assert priority.shape == (2 * 16,) and int(priority.argmax()) == 16 + 6
+    # The loss's weighted L1, averaged over each 16x16 patch, in (frame, row, column) order.
+    weights = 1 + 10 * foreground_mask(frames, 0.02) + 40 * moving_mask(frames, recon, 0.02)
+    error = ((recon - frames).abs() * weights).sum(1)
+    expected = error.reshape(2, 4, 16, 4, 16).mean((2, 4)).flatten()
+    assert torch.allclose(priority, expected, rtol=1e-4)
 
     quantizer = module.tokenizer.quantizer
     quantizer.idle_steps.fill_(quantizer.dead_after_steps + 1)  # every code is dead
