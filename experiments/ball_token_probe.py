@@ -17,18 +17,16 @@ the ball:
 """
 
 import argparse
-import functools
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from report import markdown_table, write_report
+from tokenizer_report import held_out_frames
 
 from worldmodel.bundle import load_tokenizer
-from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
 from worldmodel.envs import EnvSpec
-from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.eval.pong_detector import BACKGROUND, detect
 
 
@@ -82,16 +80,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    episodes = held_out_episodes(
-        EnvSpec(frame_size=64),
-        functools.partial(TrackerPolicy),
-        args.data_dir,
-        VAL_EPISODES,
-        VAL_MAX_STEPS,
-        seed=VAL_SEED,
-    )
-    # Frame 0 of an episode is drawn in a different palette (before the game starts).
-    frames, xy = middle_balls(np.concatenate([e.frames[1:] for e in episodes]))
+    frames, xy = middle_balls(held_out_frames(EnvSpec(frame_size=64), args.data_dir))
     results = {str(ckpt): probe(ckpt, frames, xy) for ckpt in args.ckpts}
     columns = list(next(iter(results.values())))
     rows = [[name, *(f"{v:.3g}" for v in r.values())] for name, r in results.items()]

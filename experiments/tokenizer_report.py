@@ -35,6 +35,17 @@ TARGETS = {
 }
 
 
+def held_out_frames(
+    spec: EnvSpec, data_dir: str, episodes: int = VAL_EPISODES, max_steps: int = VAL_MAX_STEPS
+) -> np.ndarray:
+    """The held-out tracker episodes' frames (collected once into `data_dir`)."""
+    found = held_out_episodes(
+        spec, functools.partial(TrackerPolicy), data_dir, episodes, max_steps, seed=VAL_SEED
+    )
+    # Frame 0 of an episode is drawn in a different palette (before the game starts).
+    return np.concatenate([e.frames[1:] for e in found])
+
+
 def reconstruct(tokenizer: Tokenizer, frames: np.ndarray, chunk: int = 128):
     recons, tokens = [], []
     with torch.inference_mode():
@@ -105,16 +116,7 @@ def main() -> None:
     start = time.time()
     tokenizer = load_tokenizer(args.ckpt)
     spec = EnvSpec(frame_size=tokenizer.cfg.autoencoder.resolution)
-    episodes = held_out_episodes(
-        spec,
-        functools.partial(TrackerPolicy),
-        args.data_dir,
-        args.episodes,
-        args.max_steps,
-        seed=VAL_SEED,
-    )
-    # Frame 0 of an episode is drawn in a different palette (before the game starts).
-    frames = np.concatenate([e.frames[1:] for e in episodes])
+    frames = held_out_frames(spec, args.data_dir, args.episodes, args.max_steps)
     metrics, recon = evaluate(tokenizer, frames)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +136,7 @@ def main() -> None:
         "",
         f"Checkpoint: `{args.ckpt}`  ",
         "Command: `python experiments/tokenizer_report.py " + " ".join(sys.argv[1:]) + "`  ",
-        f"Held-out frames: {len(frames)} from {len(episodes)} tracker episodes (seed {VAL_SEED})",
+        f"Held-out frames: {len(frames)} from {args.episodes} tracker episodes (seed {VAL_SEED})",
         "",
         *lines,
         "",
