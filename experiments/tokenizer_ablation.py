@@ -89,7 +89,7 @@ def main() -> None:
             capture_output=True,
         )
         tokenizer = load_tokenizer(run_dir / "tokenizer" / "checkpoints" / "last.ckpt")
-        metrics, _ = evaluate(tokenizer, frames)
+        metrics, _, _ = evaluate(tokenizer, frames)
         results[name] = {**metrics, "train_s": time.time() - start, "overrides": overrides}
         print(name, {c: round(metrics[c], 4) for c in COLUMNS}, flush=True)
     rows = [[name, *(cell(r[c]) for c in COLUMNS)] for name, r in results.items()]

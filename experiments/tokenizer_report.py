@@ -23,7 +23,7 @@ from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, he
 from worldmodel.engine import to_uint8_frames
 from worldmodel.envs import EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
-from worldmodel.eval.pong_detector import compare, detect
+from worldmodel.eval.pong_detector import PongObjects, compare, detect
 from worldmodel.models.tokenizer import Tokenizer
 
 TARGETS = {
@@ -56,13 +56,44 @@ def reconstruct(tokenizer: Tokenizer, frames: np.ndarray, chunk: int = 128):
     return np.concatenate(recons), torch.cat(tokens)
 
 
-def evaluate(tokenizer: Tokenizer, frames: np.ndarray) -> tuple[dict, np.ndarray]:
+def ball_by_patch(real: PongObjects, recon: PongObjects, patch: int) -> list[str]:
+    """Markdown table, one cell per token patch (where the real ball's centre is): how many
+    real balls, how often the reconstruction draws the ball within 1 px, how often no ball."""
+    has = real.ball_present
+    xy = real.ball_xy[has]
+    row, col = (np.floor(xy[:, ::-1] + 0.5) // patch).astype(int).T  # pixel centres at k
+    dist = np.linalg.norm(xy - recon.ball_xy[has], axis=1)
+    found = recon.ball_present[has] & (np.nan_to_num(dist, nan=np.inf) <= 1.0)
+    missing = ~recon.ball_present[has]
+    n_rows, n_cols = row.max(initial=0) + 1, col.max(initial=0) + 1
+
+    def cell(at: np.ndarray) -> str:
+        if not at.any():
+            return "-"
+        return f"{at.sum()} / {found[at].mean():.0%} / {missing[at].mean():.0%}"
+
+    table = [
+        "| patch row | " + " | ".join(f"col {c}" for c in range(n_cols)) + " |",
+        "|---|" + "---:|" * n_cols,
+    ]
+    for r in range(n_rows):
+        cells = [cell((row == r) & (col == c)) for c in range(n_cols)]
+        table.append(f"| {r} | " + " | ".join(cells) + " |")
+    return [
+        "Real balls by token patch: count / recalled within 1 px / not drawn at all",
+        "",
+        *table,
+    ]
+
+
+def evaluate(tokenizer: Tokenizer, frames: np.ndarray) -> tuple[dict, np.ndarray, list[str]]:
     recon, tokens = reconstruct(tokenizer, frames)
     diff = ((recon.astype(np.float32) - frames.astype(np.float32)) / 255).reshape(len(frames), -1)
     psnr = 10 * np.log10(1.0 / np.maximum((diff**2).mean(1), 1e-10))
     counts = torch.bincount(tokens.flatten(), minlength=tokenizer.cfg.num_codes).float()
     probs = counts / counts.sum()
-    metrics = compare(detect(frames), detect(recon))
+    real, rebuilt = detect(frames), detect(recon)
+    metrics = compare(real, rebuilt)
     metrics.update(
         {
             "psnr_db": float(psnr.mean()),
@@ -71,7 +102,9 @@ def evaluate(tokenizer: Tokenizer, frames: np.ndarray) -> tuple[dict, np.ndarray
             "frames": len(frames),
         }
     )
-    return {k: float(v) for k, v in metrics.items()}, recon
+    patch = frames.shape[1] // int(np.sqrt(tokens.shape[1]))
+    by_patch = ball_by_patch(real, rebuilt, patch)
+    return {k: float(v) for k, v in metrics.items()}, recon, by_patch
 
 
 def grid(frames: np.ndarray, recon: np.ndarray, n: int = 8, zoom: int = 4) -> Image.Image:
@@ -117,7 +150,7 @@ def main() -> None:
     tokenizer = load_tokenizer(args.ckpt)
     spec = EnvSpec(frame_size=tokenizer.cfg.autoencoder.resolution)
     frames = held_out_frames(spec, args.data_dir, args.episodes, args.max_steps)
-    metrics, recon = evaluate(tokenizer, frames)
+    metrics, recon, by_patch = evaluate(tokenizer, frames)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tokenizer_metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -139,6 +172,8 @@ def main() -> None:
         f"Held-out frames: {len(frames)} from {args.episodes} tracker episodes (seed {VAL_SEED})",
         "",
         *lines,
+        "",
+        *by_patch,
         "",
         "## Training",
         "",

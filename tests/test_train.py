@@ -3,10 +3,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from worldmodel.bundle import load_bundle
+from worldmodel.bundle import load_bundle, save_bundle
 from worldmodel.train import CONFIG_DIR
 
-from .cli import run_module
+from .cli import assert_ok, run_module
 
 
 def test_smoke_experiment_trains_both_stages_and_writes_a_bundle(smoke_run):
@@ -40,3 +40,52 @@ def test_a_config_typo_and_an_unknown_experiment_are_clear_errors():
     assert typo.returncode != 0 and "max_stepz" in typo.stderr
     unknown = run_module("worldmodel.train", "+exp=no_such_exp", timeout=120)
     assert unknown.returncode != 0 and "no_such_exp" in unknown.stderr
+
+
+def test_world_model_warm_starts_from_a_bundle_but_resumes_only_on_its_own_tokens(
+    smoke_run, tmp_path
+):
+    bundle, wm_ckpt = smoke_run / "bundle.ckpt", smoke_run / "world_model/checkpoints/last.ckpt"
+    stage = ["+exp=smoke", "stage=world_model", f"paths.data_dir={smoke_run / 'data'}"]
+
+    # init_from: the smoke run's weights, unchanged by two steps at learning rate 0.
+    warm = run_module(
+        "worldmodel.train",
+        *stage,
+        f"tokenizer_ckpt={bundle}",
+        f"world_model.init_from={bundle}",
+        "world_model.module.lr=0.0",
+        "world_model.max_steps=2",
+        f"hydra.run.dir={tmp_path / 'warm'}",
+    )
+    assert_ok(warm)
+    started = load_bundle(tmp_path / "warm" / "bundle.ckpt").world_model.state_dict()
+    trained = load_bundle(bundle).world_model.state_dict()
+    assert all(torch.equal(started[k], trained[k]) for k in trained)
+
+    # Resuming on the tokens it was trained on continues; on another tokenizer's, refuses.
+    resume = [*stage, f"ckpt_path={wm_ckpt}", "world_model.max_steps=14"]
+    same = run_module(
+        "worldmodel.train",
+        *resume,
+        f"tokenizer_ckpt={smoke_run / 'tokenizer/checkpoints/last.ckpt'}",
+        f"hydra.run.dir={tmp_path / 'same'}",
+    )
+    assert_ok(same)
+    assert torch.load(tmp_path / "same/world_model/checkpoints/last.ckpt")["global_step"] == 14
+    original = load_bundle(bundle)
+    other = original.tokenizer
+    with torch.no_grad():
+        next(other.decoder.parameters()).add_(0.1)
+    other_path = save_bundle(
+        tmp_path / "other_tokenizer.ckpt", other, None, original.spec, original.action_meanings
+    )
+    refused = run_module(
+        "worldmodel.train",
+        *resume,
+        f"tokenizer_ckpt={other_path}",
+        f"hydra.run.dir={tmp_path / 'other'}",
+    )
+    assert refused.returncode != 0
+    assert "trained on a different tokenizer" in refused.stderr
+    assert "world_model.init_from" in refused.stderr

@@ -136,3 +136,22 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Toke
         {k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
     )
     return tokenizer.to(device).eval()
+
+
+def load_world_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The world model's state dict from a bundle or a world-model stage's checkpoint."""
+    path = Path(path)
+    payload = _read(path)
+    if payload.get("format") == FORMAT:
+        if payload["world_model"] is None:
+            raise BundleError(f"{path}: holds a tokenizer only, no world model")
+        return payload["world_model"]["state_dict"]
+    prefix = "world_model."
+    weights = {
+        k[len(prefix) :]: v
+        for k, v in payload.get("state_dict", {}).items()
+        if k.startswith(prefix)
+    }
+    if not weights:
+        raise BundleError(f"{path}: neither a bundle nor a world-model checkpoint")
+    return weights

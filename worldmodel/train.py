@@ -17,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from worldmodel.bundle import load_tokenizer, save_bundle
+from worldmodel.bundle import BundleError, load_tokenizer, load_world_model_weights, save_bundle
 from worldmodel.envs import EnvSpec
 from worldmodel.tracking import finish_loggers
 
@@ -111,6 +111,18 @@ def fit_stage(
     return trainer, last
 
 
+def warm_start(world_model: torch.nn.Module, path: str) -> None:
+    """Start from another run's world-model weights (e.g. after the tokenizer was trained
+    further: most codes keep their meaning, so the dynamics carry over)."""
+    try:
+        world_model.load_state_dict(load_world_model_weights(path))
+    except RuntimeError as err:
+        raise BundleError(
+            f"{path}: its world model does not fit world_model's config: {str(err).splitlines()[0]}"
+        ) from err
+    log.info("world model initialised from %s", path)
+
+
 def run(cfg: DictConfig) -> float | None:
     """Run the configured stage(s); returns the last stage's validation loss (for sweeps)."""
     if cfg.stage not in (*STAGES, "all"):
@@ -141,6 +153,8 @@ def run(cfg: DictConfig) -> float | None:
         module = instantiate(
             cfg.world_model.module, tokenizer=tokenizer, model={"num_actions": len(meanings)}
         )
+        if cfg.world_model.init_from:
+            warm_start(module.world_model, cfg.world_model.init_from)
         trainer, _ = fit_stage(
             cfg,
             "world_model",

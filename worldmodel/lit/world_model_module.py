@@ -162,6 +162,24 @@ class WorldModelModule(L.LightningModule):
         )
         self.world_model.train(self.training)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming would load the checkpoint's tokenizer over the one given (the tokens were
+        already cached with it): refuse a checkpoint trained on other tokens."""
+        prefix = "tokenizer."
+        saved = {
+            k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)
+        }
+        given = self.tokenizer.state_dict()
+        same = saved.keys() == given.keys() and all(
+            torch.equal(saved[k].cpu(), given[k].cpu()) for k in given
+        )
+        if not same:
+            raise ValueError(
+                "the world-model checkpoint being resumed was trained on a different tokenizer "
+                "than tokenizer_ckpt; to start from its weights on new tokens use "
+                "world_model.init_from=CKPT (a fresh optimizer and step count) instead of ckpt_path"
+            )
+
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(
             self.world_model.optimizer_groups(self.weight_decay), lr=self.lr, betas=(0.9, 0.95)
