@@ -20,7 +20,7 @@ SMOKE_TOKENIZER = ["+exp=smoke", "stage=tokenizer"]
 TRAIN = [sys.executable, "-m", "worldmodel.train", *SMOKE_TOKENIZER]
 
 
-def test_a_training_run_killed_mid_way_resumes_from_its_last_checkpoint(tmp_path):
+def test_a_run_killed_mid_way_resumes_from_its_last_checkpoint_at_the_configured_rate(tmp_path):
     run_dir, data = tmp_path / "run", f"paths.data_dir={tmp_path / 'data'}"
     ckpt = run_dir / "tokenizer" / "checkpoints" / "last.ckpt"
     args = [
@@ -50,6 +50,7 @@ def test_a_training_run_killed_mid_way_resumes_from_its_last_checkpoint(tmp_path
             "tokenizer.max_steps=" + str(killed_at + 6),
             "ckpt_path=last",
             "trainer.val_check_interval=1000",
+            "tokenizer.module.lr=1e-4",  # a fine-tuning segment at a lower rate
         ],
         capture_output=True,
         text=True,
@@ -59,6 +60,7 @@ def test_a_training_run_killed_mid_way_resumes_from_its_last_checkpoint(tmp_path
     final = torch.load(ckpt, weights_only=True)
     assert final["global_step"] == killed_at + 6  # continued, not restarted
     assert final["optimizer_states"][0]["state"]  # with the optimizer's moments
+    assert final["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-4  # and the new rate
 
 
 def fit_on_nan_frames(module: TokenizerModule) -> None:

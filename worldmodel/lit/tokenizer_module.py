@@ -202,3 +202,9 @@ class TokenizerModule(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.tokenizer.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def on_train_start(self) -> None:
+        # A resumed checkpoint restores its optimizer's learning rate; the configured one
+        # wins, so that a segment resumed with `tokenizer.module.lr=` fine-tunes at that rate.
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = self.lr
