@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# How models/pong_tiny.bundle.ckpt was trained: the same segments, in order, each resuming
+# the one before it with ckpt_path= (weights, optimizer state and step; the learning rate is
+# the configured one). About 3 hours on 2 CPU cores. Run from the repository root:
+#
+#     bash experiments/train_shipped_model.sh [RUN_ROOT]     # default runs/shipped
+#
+# The records of the runs that made the shipped file (git revision, wall time, metrics per
+# segment) are in experiments/reports/training/; experiments/reports/tokenizer_recipe/
+# evaluates the tokenizer after each segment. The data stream is seeded but training on
+# CPU threads is not bitwise deterministic, so a rerun lands near, not on, those numbers.
+set -euo pipefail
+
+ROOT=${1:-runs/shipped}
+PY=${PY:-.venv/bin/python}
+QUIET=(trainer.val_check_interval=250 trainer.log_every_n_steps=10 trainer.enable_progress_bar=false)
+
+# tokenizer SEGMENT_DIR RESUME_FROM MAX_STEPS [overrides...]
+tokenizer() {
+  local dir=$1 from=$2 steps=$3
+  shift 3
+  "$PY" -m worldmodel.train stage=tokenizer hydra.run.dir="$ROOT/$dir" \
+    ${from:+ckpt_path="$ROOT/$from/tokenizer/checkpoints/last.ckpt"} \
+    tokenizer.max_steps="$steps" "${QUIET[@]}" "$@"
+}
+LOCAL=(tokenizer.module.model.local_encoder=true)
+
+# Tokenizer, on tracker play (the default policy).
+# 1. Global encoder: foreground-weighted L1 + LPIPS + codebook/commitment.
+tokenizer tok1 "" 3000 tokenizer.module.loss.moving_weight=0
+# 2. + extra L1 weight on moving pixels (the config default, 40).
+tokenizer tok2 tok1 4000
+# 3. Local encoder: every 16x16 patch encoded on its own (same weights).
+tokenizer tok3 tok2 5000 "${LOCAL[@]}"
+# 4. + squared error on moving pixels, weight 1, then 4.
+tokenizer tok4 tok3 5750 "${LOCAL[@]}" tokenizer.module.loss.moving_l2_weight=1
+tokenizer tok5 tok4 7250 "${LOCAL[@]}" tokenizer.module.loss.moving_l2_weight=4
+# 5. Lower learning rates: 6e-4 -> 1.5e-4 -> 5e-5.
+tokenizer tok6 tok5 8000 "${LOCAL[@]}" tokenizer.module.loss.moving_l2_weight=4 tokenizer.module.lr=1.5e-4
+tokenizer tok7 tok6 8750 "${LOCAL[@]}" tokenizer.module.loss.moving_l2_weight=4 tokenizer.module.lr=5e-5
+
+# World model (+exp=pong_tiny: mixed tracker/random play): 4,000 steps on the step-6,500
+# tokenizer (the one shipped before), then warm-started on the final tokenizer.
+"$PY" -m worldmodel.train +exp=pong_tiny stage=world_model hydra.run.dir="$ROOT/wm1" \
+  tokenizer_ckpt="$ROOT/tok5/tokenizer/checkpoints/step0006500.ckpt" world_model.max_steps=4000 \
+  trainer.log_every_n_steps=10 trainer.enable_progress_bar=false
+"$PY" -m worldmodel.train +exp=pong_tiny stage=world_model hydra.run.dir="$ROOT/wm2" \
+  tokenizer_ckpt="$ROOT/tok7/tokenizer/checkpoints/last.ckpt" \
+  world_model.init_from="$ROOT/wm1/bundle.ckpt" world_model.max_steps=4000 \
+  trainer.log_every_n_steps=10 trainer.enable_progress_bar=false
+echo "bundle: $ROOT/wm2/bundle.ckpt"
