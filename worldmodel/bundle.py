@@ -59,6 +59,12 @@ def save_bundle(
     return path
 
 
+def submodule_state(state_dict: dict, name: str) -> dict[str, torch.Tensor]:
+    """The entries of a LightningModule's state dict that belong to its submodule `name`."""
+    prefix = name + "."
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
 def _read(path: Path) -> dict:
     if not path.is_file():
         raise BundleError(f"{path}: no such file")
@@ -131,10 +137,7 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Toke
     if "model" not in hparams or "autoencoder" not in hparams["model"]:
         raise BundleError(f"{path}: neither a bundle nor a tokenizer checkpoint")
     tokenizer = Tokenizer(TokenizerConfig(**hparams["model"]))
-    prefix = "tokenizer."
-    tokenizer.load_state_dict(
-        {k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
-    )
+    tokenizer.load_state_dict(submodule_state(payload["state_dict"], "tokenizer"))
     return tokenizer.to(device).eval()
 
 
@@ -146,12 +149,7 @@ def load_world_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
         if payload["world_model"] is None:
             raise BundleError(f"{path}: holds a tokenizer only, no world model")
         return payload["world_model"]["state_dict"]
-    prefix = "world_model."
-    weights = {
-        k[len(prefix) :]: v
-        for k, v in payload.get("state_dict", {}).items()
-        if k.startswith(prefix)
-    }
+    weights = submodule_state(payload.get("state_dict", {}), "world_model")
     if not weights:
         raise BundleError(f"{path}: neither a bundle nor a world-model checkpoint")
     return weights

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worldmodel.bundle import submodule_state
 from worldmodel.engine import LearnedGame
 from worldmodel.lit.common import Throughput, log_image, losses_are_finite
 from worldmodel.models.tokenizer import Tokenizer
@@ -165,10 +166,7 @@ class WorldModelModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resuming would load the checkpoint's tokenizer over the one given (the tokens were
         already cached with it): refuse a checkpoint trained on other tokens."""
-        prefix = "tokenizer."
-        saved = {
-            k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)
-        }
+        saved = submodule_state(checkpoint["state_dict"], "tokenizer")
         given = self.tokenizer.state_dict()
         same = saved.keys() == given.keys() and all(
             torch.equal(saved[k].cpu(), given[k].cpu()) for k in given
