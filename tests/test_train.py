@@ -1,3 +1,6 @@
+import os
+import subprocess
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -89,3 +92,22 @@ def test_world_model_warm_starts_from_a_bundle_but_resumes_only_on_its_own_token
     assert refused.returncode != 0
     assert "trained on a different tokenizer" in refused.stderr
     assert "world_model.init_from" in refused.stderr
+
+
+def test_the_shipped_model_recipe_composes(tmp_path):
+    """Every command of experiments/train_shipped_model.sh names real config keys."""
+    root = CONFIG_DIR.parent
+    printed = subprocess.run(
+        ["bash", str(root / "experiments/train_shipped_model.sh"), str(tmp_path)],
+        env={**os.environ, "PY": "echo"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    commands = [line.split()[2:] for line in printed if line.startswith("-m worldmodel.train")]
+    assert len(commands) == 10
+    for overrides in commands:
+        kept = [o for o in overrides if not o.startswith("hydra.")]
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[*kept, "paths.root=.", "paths.output_dir=."])
+        assert cfg.stage in ("tokenizer", "world_model")

@@ -112,8 +112,9 @@ def fit_stage(
 
 
 def warm_start(world_model: torch.nn.Module, path: str) -> None:
-    """Start from another run's world-model weights (e.g. after the tokenizer was trained
-    further: most codes keep their meaning, so the dynamics carry over)."""
+    """Start from another run's world-model weights (new optimizer, step 0): to go on at
+    another learning rate, or on a tokenizer trained further (whose token ids change, so
+    only what does not depend on them carries over)."""
     try:
         world_model.load_state_dict(load_world_model_weights(path))
     except RuntimeError as err:
