@@ -3,7 +3,8 @@
     python experiments/expand_codebook.py CKPT --num-codes 1024 --out NEW.ckpt
 
 Writes a copy of the tokenizer-stage checkpoint CKPT with `--num-codes` codes: the old codes
-unchanged, the new ones marked dead, so the first training step revives them onto the
+unchanged, the new ones copies of random old ones (never chosen: the nearest-code search
+picks the first of equals) marked dead, so the first training step revives them onto the
 batch's worst-served encoder outputs (see `VectorQuantizer.revive_dead_codes_`). Adam's
 moments for the new rows start at zero. Resume it like any checkpoint, with the new size:
 
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from worldmodel.models.tokenizer import TokenizerConfig
+
 CODEBOOK = "tokenizer.quantizer.codebook.weight"
 IDLE = "tokenizer.quantizer.idle_steps"
 
@@ -27,8 +30,11 @@ def expand(checkpoint: dict, num_codes: int) -> dict:
     if added <= 0:
         raise ValueError(f"the codebook already has {len(old)} codes")
     model = checkpoint["hyper_parameters"]["model"]
+    config = TokenizerConfig(**model)
+    if not config.revive_dead_codes:
+        raise ValueError("the new codes would stay dead: this tokenizer has revive_dead_codes off")
     state[CODEBOOK] = torch.cat([old, old[torch.randint(len(old), (added,))]])
-    dead = model.get("dead_after_steps", 50) + 1
+    dead = config.dead_after_steps + 1
     state[IDLE] = torch.cat([state[IDLE], torch.full((added,), dead, dtype=state[IDLE].dtype)])
     moments = [
         s

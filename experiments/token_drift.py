@@ -8,6 +8,7 @@ only where the ids agree.
 """
 
 import argparse
+import sys
 
 import torch
 from tokenizer_report import held_out_frames
@@ -23,6 +24,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default="data/val")
     args = parser.parse_args()
     old, new = load_tokenizer(args.old), load_tokenizer(args.new)
+    for field in ("tokens_per_frame", "num_codes"):
+        if getattr(old.cfg, field) != getattr(new.cfg, field):
+            sys.exit(f"the tokenizers differ in {field}: their tokens cannot be compared")
     frames = torch.from_numpy(
         held_out_frames(EnvSpec(frame_size=old.cfg.autoencoder.resolution), args.data_dir)
     )

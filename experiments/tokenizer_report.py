@@ -56,14 +56,17 @@ def reconstruct(tokenizer: Tokenizer, frames: np.ndarray, chunk: int = 128):
     return np.concatenate(recons), torch.cat(tokens)
 
 
-def ball_by_patch(real: PongObjects, recon: PongObjects, patch: int) -> list[str]:
+def ball_by_patch_table(
+    real: PongObjects, recon: PongObjects, patch: int, tol_px: float = 1.0
+) -> list[str]:
     """Markdown table, one cell per token patch (where the real ball's centre is): how many
     real balls, how often the reconstruction draws the ball within 1 px, how often no ball."""
     has = real.ball_present
     xy = real.ball_xy[has]
-    row, col = (np.floor(xy[:, ::-1] + 0.5) // patch).astype(int).T  # pixel centres at k
+    # Detector coordinates put pixel k's centre at k, so pixel k spans [k - 0.5, k + 0.5).
+    row, col = (np.floor(xy[:, ::-1] + 0.5) // patch).astype(int).T
     dist = np.linalg.norm(xy - recon.ball_xy[has], axis=1)
-    found = recon.ball_present[has] & (np.nan_to_num(dist, nan=np.inf) <= 1.0)
+    found = recon.ball_present[has] & (np.nan_to_num(dist, nan=np.inf) <= tol_px)
     missing = ~recon.ball_present[has]
     n_rows, n_cols = row.max(initial=0) + 1, col.max(initial=0) + 1
 
@@ -80,7 +83,7 @@ def ball_by_patch(real: PongObjects, recon: PongObjects, patch: int) -> list[str
         cells = [cell((row == r) & (col == c)) for c in range(n_cols)]
         table.append(f"| {r} | " + " | ".join(cells) + " |")
     return [
-        "Real balls by token patch: count / recalled within 1 px / not drawn at all",
+        f"Real balls by token patch: count / recalled within {tol_px:g} px / not drawn at all",
         "",
         *table,
     ]
@@ -102,8 +105,7 @@ def evaluate(tokenizer: Tokenizer, frames: np.ndarray) -> tuple[dict, np.ndarray
             "frames": len(frames),
         }
     )
-    patch = frames.shape[1] // int(np.sqrt(tokens.shape[1]))
-    by_patch = ball_by_patch(real, rebuilt, patch)
+    by_patch = ball_by_patch_table(real, rebuilt, tokenizer.patch)
     return {k: float(v) for k, v in metrics.items()}, recon, by_patch
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# How models/pong_tiny.bundle.ckpt was trained: the same segments, in order, each resuming
-# the one before it with ckpt_path= (weights, optimizer state and step; the learning rate is
-# the configured one; the world model is warm-started instead). About 3.5 hours on 2 CPU
+# How models/pong_tiny.bundle.ckpt was trained: the same segments, in order. Each tokenizer
+# segment resumes the one before it with ckpt_path= (weights, optimizer state and step; the
+# learning rate is the configured one); the world model starts from scratch, then each of
+# its segments is warm-started from the one before (init_from). About 3.5 hours on 2 CPU
 # cores. Run from the repository root (PY=echo prints the commands):
 #
 #     bash experiments/train_shipped_model.sh [RUN_ROOT]     # default runs/shipped
@@ -14,7 +15,7 @@ set -euo pipefail
 
 ROOT=${1:-runs/shipped}
 PY=${PY:-.venv/bin/python}
-QUIET=(trainer.val_check_interval=250 trainer.log_every_n_steps=10 trainer.enable_progress_bar=false)
+COMMON=(trainer.val_check_interval=250 trainer.log_every_n_steps=10 trainer.enable_progress_bar=false)
 
 # tokenizer SEGMENT_DIR RESUME_FROM MAX_STEPS [overrides...]
 tokenizer() {
@@ -22,7 +23,7 @@ tokenizer() {
   shift 3
   "$PY" -m worldmodel.train stage=tokenizer hydra.run.dir="$ROOT/$dir" \
     ${from:+ckpt_path="$ROOT/$from/tokenizer/checkpoints/last.ckpt"} \
-    tokenizer.max_steps="$steps" "${QUIET[@]}" "$@"
+    tokenizer.max_steps="$steps" "${COMMON[@]}" "$@"
 }
 LOCAL=(tokenizer.module.model.local_encoder=true)
 

@@ -1,13 +1,16 @@
 import os
+import re
 import subprocess
+from dataclasses import replace
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from worldmodel.bundle import load_bundle, save_bundle
-from worldmodel.train import CONFIG_DIR
+from worldmodel.bundle import BundleError, load_bundle, save_bundle
+from worldmodel.models.world_model import WorldModel
+from worldmodel.train import CONFIG_DIR, warm_start
 
 from .cli import assert_ok, run_module
 
@@ -65,6 +68,18 @@ def test_world_model_warm_starts_from_a_bundle_but_resumes_only_on_its_own_token
     started = load_bundle(tmp_path / "warm" / "bundle.ckpt").world_model.state_dict()
     trained = load_bundle(bundle).world_model.state_dict()
     assert all(torch.equal(started[k], trained[k]) for k in trained)
+    # Resuming that run does not warm-start again (the file may be gone by then).
+    resumed = run_module(
+        "worldmodel.train",
+        *stage,
+        f"tokenizer_ckpt={bundle}",
+        f"world_model.init_from={tmp_path / 'moved_away.ckpt'}",
+        "world_model.max_steps=4",
+        "ckpt_path=last",
+        f"hydra.run.dir={tmp_path / 'warm'}",
+    )
+    assert_ok(resumed)
+    assert torch.load(tmp_path / "warm/world_model/checkpoints/last.ckpt")["global_step"] == 4
 
     # Resuming on the tokens it was trained on continues; on another tokenizer's, refuses.
     resume = [*stage, f"ckpt_path={wm_ckpt}", "world_model.max_steps=14"]
@@ -79,7 +94,7 @@ def test_world_model_warm_starts_from_a_bundle_but_resumes_only_on_its_own_token
     original = load_bundle(bundle)
     other = original.tokenizer
     with torch.no_grad():
-        next(other.decoder.parameters()).add_(0.1)
+        other.quantizer.codebook.weight.add_(0.1)  # other codes: other tokens
     other_path = save_bundle(
         tmp_path / "other_tokenizer.ckpt", other, None, original.spec, original.action_meanings
     )
@@ -105,9 +120,19 @@ def test_the_shipped_model_recipe_composes(tmp_path):
         check=True,
     ).stdout.splitlines()
     commands = [line.split()[2:] for line in printed if line.startswith("-m worldmodel.train")]
-    assert len(commands) == 10
+    script = (root / "experiments/train_shipped_model.sh").read_text()
+    segments = re.findall(r"^(?:tokenizer|world_model) \w+ ", script, flags=re.M)
+    assert len(commands) == len(segments) > 0
     for overrides in commands:
         kept = [o for o in overrides if not o.startswith("hydra.")]
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("train", overrides=[*kept, "paths.root=.", "paths.output_dir=."])
         assert cfg.stage in ("tokenizer", "world_model")
+
+
+def test_warm_starting_from_a_world_model_of_another_size_says_what_does_not_fit(smoke_run):
+    path = smoke_run / "bundle.ckpt"
+    trained = load_bundle(path).world_model.cfg
+    wider = WorldModel(replace(trained, d_model=2 * trained.d_model))
+    with pytest.raises(BundleError, match=r"does not fit.*size mismatch"):
+        warm_start(wider, str(path))

@@ -32,18 +32,22 @@ def make_loggers(cfg: DictConfig, stage: str) -> list:
     return [instantiate(cfg.logger, name=stage)]
 
 
-def make_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> list:
+def make_callbacks(cfg: DictConfig, dirpath: Path) -> list:
     callbacks = []
     for name, callback_cfg in (cfg.get("callbacks") or {}).items():
-        extra = {"dirpath": str(checkpoint_dir)} if name == "checkpoint" else {}
+        extra = {"dirpath": str(dirpath)} if name == "checkpoint" else {}
         callbacks.append(instantiate(callback_cfg, **extra))
     return callbacks
 
 
-def resume_path(cfg: DictConfig, checkpoint_dir: Path) -> str | None:
+def checkpoint_dir(cfg: DictConfig, stage: str) -> Path:
+    return Path(cfg.paths.output_dir) / stage / "checkpoints"
+
+
+def resume_path(cfg: DictConfig, stage: str) -> str | None:
     """`ckpt_path=last` resumes from this stage's last.ckpt if there is one."""
     if cfg.ckpt_path == "last":
-        last = checkpoint_dir / "last.ckpt"
+        last = checkpoint_dir(cfg, stage) / "last.ckpt"
         return str(last) if last.exists() else None
     return cfg.ckpt_path
 
@@ -70,7 +74,6 @@ def fit_stage(
     # ran before it in this process.
     L.seed_everything(cfg.seed + STAGES.index(stage), workers=True)
     stage_dir = Path(cfg.paths.output_dir) / stage
-    checkpoint_dir = stage_dir / "checkpoints"
     datamodule = instantiate(cfg.data, env=spec, batch_size=stage_cfg.batch_size, **data_overrides)
     loggers = make_loggers(cfg, stage)
     try:
@@ -79,7 +82,7 @@ def fit_stage(
             max_steps=stage_cfg.max_steps,
             default_root_dir=str(stage_dir),
             logger=loggers or False,
-            callbacks=make_callbacks(cfg, checkpoint_dir),
+            callbacks=make_callbacks(cfg, checkpoint_dir(cfg, stage)),
         )
         for logger in loggers:
             logger.log_hyperparams(
@@ -92,10 +95,10 @@ def fit_stage(
                 }
             )
         start, revision = time.time(), git_revision()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, checkpoint_dir))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, stage))
     finally:
         finish_loggers(loggers)
-    last = checkpoint_dir / "last.ckpt"
+    last = checkpoint_dir(cfg, stage) / "last.ckpt"
     trainer.save_checkpoint(last)
     # How this stage was trained, for reports and for the shipped model's record.
     info = {
@@ -113,13 +116,15 @@ def fit_stage(
 
 def warm_start(world_model: torch.nn.Module, path: str) -> None:
     """Start from another run's world-model weights (new optimizer, step 0): to go on at
-    another learning rate, or on a tokenizer trained further (whose token ids change, so
-    only what does not depend on them carries over)."""
+    another learning rate, or on a tokenizer trained further. All weights load; on a new
+    tokenizer the rows tied to token ids (token embedding, output head) start out of date,
+    since its ids mean other things."""
     try:
         world_model.load_state_dict(load_world_model_weights(path))
-    except RuntimeError as err:
+    except RuntimeError as err:  # the message's first line is only a header
+        details = " ".join(line.strip() for line in str(err).splitlines()[1:])
         raise BundleError(
-            f"{path}: its world model does not fit world_model's config: {str(err).splitlines()[0]}"
+            f"{path}: its world model does not fit world_model's config: {details}"
         ) from err
     log.info("world model initialised from %s", path)
 
@@ -154,7 +159,8 @@ def run(cfg: DictConfig) -> float | None:
         module = instantiate(
             cfg.world_model.module, tokenizer=tokenizer, model={"num_actions": len(meanings)}
         )
-        if cfg.world_model.init_from:
+        # A resumed run already started from init_from; its checkpoint has the weights since.
+        if cfg.world_model.init_from and resume_path(cfg, "world_model") is None:
             warm_start(module.world_model, cfg.world_model.init_from)
         trainer, _ = fit_stage(
             cfg,

@@ -164,8 +164,10 @@ class WorldModelModule(L.LightningModule):
         self.world_model.train(self.training)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Resuming would load the checkpoint's tokenizer over the one given (the tokens were
-        already cached with it): refuse a checkpoint trained on other tokens."""
+        """Resuming would load the checkpoint's tokenizer over the one given (whose tokens
+        the data pipeline already caches): refuse a checkpoint with a different tokenizer.
+        (A resumed run also keeps its checkpoint's learning-rate schedule; `init_from`
+        starts a new one.)"""
         saved = submodule_state(checkpoint["state_dict"], "tokenizer")
         given = self.tokenizer.state_dict()
         same = saved.keys() == given.keys() and all(
