@@ -85,16 +85,26 @@ def _read(path: Path) -> dict:
     return payload
 
 
+def load_weights(model: torch.nn.Module, state_dict: dict, mismatch: str) -> None:
+    """`model.load_state_dict`, or a BundleError: `mismatch` + the keys and shapes that differ."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as err:  # the message's first line is only a header
+        details = " ".join(line.strip() for line in str(err).splitlines()[1:])
+        raise BundleError(f"{mismatch}: {details}") from err
+
+
 def _build(path: Path, model_cls, config_cls, part: dict):
+    mismatch = (
+        f"{path}: its weights do not fit the {model_cls.__name__} its config describes "
+        "(written by another version of worldmodel?)"
+    )
     try:
         model = model_cls(config_cls(**part["config"]))
-        model.load_state_dict(part["state_dict"])
-    except (TypeError, RuntimeError, KeyError) as err:
-        raise BundleError(
-            f"{path}: its weights do not fit the {model_cls.__name__} its config "
-            f"describes (written by another version of worldmodel?): "
-            f"{str(err).splitlines()[0]}"
-        ) from err
+        weights = part["state_dict"]
+    except (TypeError, KeyError) as err:
+        raise BundleError(f"{mismatch}: {err}") from err
+    load_weights(model, weights, mismatch)
     return model
 
 

@@ -17,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from worldmodel.bundle import BundleError, load_tokenizer, load_world_model_weights, save_bundle
+from worldmodel.bundle import load_tokenizer, load_weights, load_world_model_weights, save_bundle
 from worldmodel.envs import EnvSpec
 from worldmodel.tracking import finish_loggers
 
@@ -73,7 +73,7 @@ def fit_stage(
     # Seeded per stage: the world model starts the same whether or not a tokenizer stage
     # ran before it in this process.
     L.seed_everything(cfg.seed + STAGES.index(stage), workers=True)
-    stage_dir = Path(cfg.paths.output_dir) / stage
+    stage_dir, checkpoints = Path(cfg.paths.output_dir) / stage, checkpoint_dir(cfg, stage)
     datamodule = instantiate(cfg.data, env=spec, batch_size=stage_cfg.batch_size, **data_overrides)
     loggers = make_loggers(cfg, stage)
     try:
@@ -82,7 +82,7 @@ def fit_stage(
             max_steps=stage_cfg.max_steps,
             default_root_dir=str(stage_dir),
             logger=loggers or False,
-            callbacks=make_callbacks(cfg, checkpoint_dir(cfg, stage)),
+            callbacks=make_callbacks(cfg, checkpoints),
         )
         for logger in loggers:
             logger.log_hyperparams(
@@ -98,7 +98,7 @@ def fit_stage(
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, stage))
     finally:
         finish_loggers(loggers)
-    last = checkpoint_dir(cfg, stage) / "last.ckpt"
+    last = checkpoints / "last.ckpt"
     trainer.save_checkpoint(last)
     # How this stage was trained, for reports and for the shipped model's record.
     info = {
@@ -119,13 +119,8 @@ def warm_start(world_model: torch.nn.Module, path: str) -> None:
     another learning rate, or on a tokenizer trained further. All weights load; on a new
     tokenizer the rows tied to token ids (token embedding, output head) start out of date,
     since its ids mean other things."""
-    try:
-        world_model.load_state_dict(load_world_model_weights(path))
-    except RuntimeError as err:  # the message's first line is only a header
-        details = " ".join(line.strip() for line in str(err).splitlines()[1:])
-        raise BundleError(
-            f"{path}: its world model does not fit world_model's config: {details}"
-        ) from err
+    mismatch = f"{path}: its world model does not fit world_model's config"
+    load_weights(world_model, load_world_model_weights(path), mismatch)
     log.info("world model initialised from %s", path)
 
 
