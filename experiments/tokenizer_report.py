@@ -24,6 +24,7 @@ from worldmodel.engine import to_uint8_frames
 from worldmodel.envs import EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.eval.pong_detector import PongObjects, compare, detect
+from worldmodel.models.quantizer import codebook_stats
 from worldmodel.models.tokenizer import Tokenizer
 
 TARGETS = {
@@ -93,15 +94,19 @@ def evaluate(tokenizer: Tokenizer, frames: np.ndarray) -> tuple[dict, np.ndarray
     recon, tokens = reconstruct(tokenizer, frames)
     diff = ((recon.astype(np.float32) - frames.astype(np.float32)) / 255).reshape(len(frames), -1)
     psnr = 10 * np.log10(1.0 / np.maximum((diff**2).mean(1), 1e-10))
-    counts = torch.bincount(tokens.flatten(), minlength=tokenizer.cfg.num_codes).float()
-    probs = counts / counts.sum()
+    quantizer = tokenizer.quantizer
+    codes = codebook_stats(quantizer.code_ids(tokens), quantizer.total_codes)
+    ids = codebook_stats(tokens, quantizer.num_codes)
     real, rebuilt = detect(frames), detect(recon)
     metrics = compare(real, rebuilt)
     metrics.update(
         {
             "psnr_db": float(psnr.mean()),
-            "codebook_usage": float((counts > 0).float().mean()),
-            "perplexity": float(torch.exp(-(probs * probs.clamp_min(1e-12).log()).sum())),
+            # Of all codes (every book's, with a codebook per position); and of the token ids
+            # (the world model's vocabulary), which differ only with several books.
+            "codebook_usage": float(codes["usage"]),
+            "token_id_usage": float(ids["usage"]),
+            "perplexity": float(codes["perplexity"]),
             "frames": len(frames),
         }
     )

@@ -83,6 +83,37 @@ def test_dead_codes_are_revived_onto_encoder_outputs():
     assert any(torch.allclose(raw[i], inputs[j]) for i in range(32) for j in range(4))
 
 
+def test_a_codebook_per_position_draws_each_position_from_its_own_codes():
+    quantizer = VectorQuantizer(num_codes=4, dim=2, cosine=False, books=4)
+    v = torch.tensor([0.3, -0.2])
+    with torch.no_grad():
+        quantizer.codebook.weight.fill_(50.0)
+        for k in range(4):
+            quantizer.codebook.weight[k * 4 + k] = v  # book k: its code k is v
+    z = v[None, :, None, None].expand(1, 2, 2, 2)  # every position's latent is v
+    out = quantizer(z)
+    assert out.tokens.tolist() == [[0, 1, 2, 3]]  # the same latent, a different id each
+    assert torch.equal(quantizer.lookup(out.tokens, (2, 2)), z)
+    # With one shared book every position takes the first code equal to v.
+    shared = VectorQuantizer(num_codes=16, dim=2, cosine=False)
+    shared.codebook.weight.data.copy_(quantizer.codebook.weight.data)
+    assert shared(z).tokens.tolist() == [[0, 0, 0, 0]]
+
+
+def test_a_books_dead_codes_are_revived_onto_its_own_positions():
+    quantizer = VectorQuantizer(num_codes=8, dim=3, dead_after_steps=5, books=4).train()
+    quantizer.idle_steps[2 * 8 : 3 * 8] = 100  # book 2 (position 2) idle for long
+    z = torch.randn(3, 3, 2, 2)
+    chosen = quantizer(z).tokens[:, 2].unique()
+    assert quantizer.revive_dead_codes_() == 8 - len(chosen)  # the codes chosen live on
+    inputs = quantizer._latest_inputs  # (B, K, D), normalised
+    book = quantizer.codebook.weight[2 * 8 : 3 * 8]
+    on_position_2 = [any(torch.equal(c, x) for x in inputs[:, 2]) for c in book]
+    others = inputs[:, [0, 1, 3]].flatten(0, 1)
+    on_elsewhere = [any(torch.equal(c, x) for x in others) for c in book]
+    assert sum(on_position_2) >= 8 - len(chosen) and not any(on_elsewhere)
+
+
 def test_pixel_revival_puts_dead_codes_on_the_worst_drawn_patch():
     module = TokenizerModule(
         TINY, {"perceptual_weight": 0.0, "moving_weight": 40.0}, revive_by="pixels"
@@ -103,7 +134,8 @@ def test_pixel_revival_puts_dead_codes_on_the_worst_drawn_patch():
     one_hot = torch.zeros_like(priority)
     one_hot[22] = 1.0
     assert quantizer.revive_dead_codes_(one_hot) == quantizer.num_codes
-    assert torch.allclose(quantizer.codebook.weight, quantizer._latest_inputs[22].expand(64, -1))
+    inputs = quantizer._latest_inputs.reshape(-1, quantizer.dim)
+    assert torch.allclose(quantizer.codebook.weight, inputs[22].expand(64, -1))
 
 
 def test_the_moving_l2_term_counts_only_moving_pixels():

@@ -1,6 +1,7 @@
 import os
 import re
 import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from worldmodel.bundle import BundleError, load_bundle, save_bundle
+from worldmodel.bundle import BundleError, load_bundle, load_tokenizer, save_bundle
 from worldmodel.models.world_model import WorldModel
 from worldmodel.train import CONFIG_DIR, warm_start
 
@@ -107,6 +108,41 @@ def test_world_model_warm_starts_from_a_bundle_but_resumes_only_on_its_own_token
     assert refused.returncode != 0
     assert "trained on a different tokenizer" in refused.stderr
     assert "world_model.init_from" in refused.stderr
+
+
+def test_a_tokenizer_split_into_a_codebook_per_position_keeps_its_tokens_and_trains_on(
+    smoke_run, tmp_path
+):
+    trained = smoke_run / "tokenizer/checkpoints/last.ckpt"
+    split = tmp_path / "split.ckpt"
+    root = CONFIG_DIR.parent
+    subprocess.run(
+        [sys.executable, str(root / "experiments/expand_codebook.py"), str(trained)]
+        + ["--per-position", "--out", str(split)],
+        check=True,
+        capture_output=True,
+    )
+    before, after = load_tokenizer(trained), load_tokenizer(split)
+    assert after.quantizer.books == 16
+    frames = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
+    tokens = before.encode(frames)
+    assert torch.equal(after.encode(frames), tokens)
+    assert torch.equal(after.decode(tokens), before.decode(tokens))
+
+    resumed = run_module(
+        "worldmodel.train",
+        "+exp=smoke",
+        "stage=tokenizer",
+        f"paths.data_dir={smoke_run / 'data'}",
+        f"ckpt_path={split}",
+        "tokenizer.module.model.codebook_per_position=true",
+        "tokenizer.max_steps=14",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert_ok(resumed)
+    last = torch.load(tmp_path / "run/tokenizer/checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == 14
+    assert last["state_dict"]["tokenizer.quantizer.codebook.weight"].shape == (16 * 64, 16)
 
 
 def test_the_shipped_model_recipe_composes(tmp_path):

@@ -127,7 +127,8 @@ class TokenizerModule(L.LightningModule):
         if not losses_are_finite(self, terms):
             return None  # Lightning skips the optimizer step
         loss = sum(terms.values())
-        stats = codebook_stats(tokens, self.tokenizer.cfg.num_codes)
+        quantizer = self.tokenizer.quantizer
+        stats = codebook_stats(quantizer.code_ids(tokens), quantizer.total_codes)
         if (frames_per_s := self.throughput(len(frames))) is not None:
             self.log("train/frames_per_s", frames_per_s)
         self.log_dict({f"train/{k}": v for k, v in terms.items()})
@@ -156,13 +157,16 @@ class TokenizerModule(L.LightningModule):
         self.log("train/revived_codes", float(revived))
 
     def on_validation_epoch_start(self) -> None:
-        self._val_token_counts = torch.zeros(self.tokenizer.cfg.num_codes, device=self.device)
+        self._val_token_counts = torch.zeros(
+            self.tokenizer.quantizer.total_codes, device=self.device
+        )
 
     def validation_step(self, frames: torch.Tensor, batch_idx: int) -> None:
         terms, recon, tokens = self.losses(frames)
         target = to_float_frames(frames)
         self._val_token_counts += torch.bincount(
-            tokens.flatten(), minlength=len(self._val_token_counts)
+            self.tokenizer.quantizer.code_ids(tokens).flatten(),
+            minlength=len(self._val_token_counts),
         )
         self.log_dict({f"val/{k}": v for k, v in terms.items()})
         self.log_dict(

@@ -4,6 +4,11 @@ Collapse (a few codes used, the rest never updated) is the known VQ failure. Two
 both switchable so their effect can be measured: cosine codes (encoder outputs and codes
 l2-normalised, so no code can sit far away from all encoder outputs) and dead-code
 revival (codes unused for a while are moved onto random encoder outputs of the batch).
+
+With `books > 1` every token position has a codebook of its own (token ids still run over
+`num_codes`; what an id draws depends on where it is). A shared codebook must serve every
+kind of patch at once; in Pong a patch holding a paddle and the ball needs a code per
+(paddle height, ball place) pair, and those rare pairs lose to the common patches.
 """
 
 from dataclasses import dataclass
@@ -29,50 +34,72 @@ class VectorQuantizer(nn.Module):
         cosine: bool = True,
         revive_dead_codes: bool = True,
         dead_after_steps: int = 200,
+        books: int = 1,
     ) -> None:
         super().__init__()
-        self.num_codes, self.dim, self.cosine = num_codes, dim, cosine
+        self.num_codes, self.dim, self.cosine, self.books = num_codes, dim, cosine, books
         self.revive_dead_codes, self.dead_after_steps = revive_dead_codes, dead_after_steps
-        self.codebook = nn.Embedding(num_codes, dim)
+        # All books in one table, book after book: code c of book k is row k * num_codes + c.
+        self.codebook = nn.Embedding(books * num_codes, dim)
         nn.init.uniform_(self.codebook.weight, -1.0 / num_codes, 1.0 / num_codes)
         # Training steps since each code was last chosen (for revival and usage stats).
-        self.register_buffer("idle_steps", torch.zeros(num_codes, dtype=torch.long))
+        self.register_buffer("idle_steps", torch.zeros(books * num_codes, dtype=torch.long))
+
+    @property
+    def total_codes(self) -> int:
+        return self.books * self.num_codes
+
+    def book_of_position(self, positions: int) -> torch.Tensor:
+        """(positions,) the book each token position of a frame quantizes with."""
+        if self.books not in (1, positions):
+            raise ValueError(f"{self.books} codebooks for {positions} token positions")
+        device = self.codebook.weight.device
+        return torch.arange(positions, device=device) % self.books
+
+    def code_ids(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, K) tokens -> (B, K) rows of the codebook table (= tokens with one book)."""
+        return tokens + self.book_of_position(tokens.shape[-1]) * self.num_codes
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1) if self.cosine else x
 
     def codes(self) -> torch.Tensor:
+        """(total_codes, D) every book's codes, as the distances see them."""
         return self._prepare(self.codebook.weight)
 
     def lookup(self, tokens: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         """(B, h*w) indices -> (B, D, h, w) code vectors."""
-        z_q = self.codes()[tokens]
+        z_q = self.codes()[self.code_ids(tokens)]
         return z_q.reshape(tokens.shape[0], *shape, self.dim).permute(0, 3, 1, 2)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         b, d, h, w = z.shape
-        flat = self._prepare(z.permute(0, 2, 3, 1).reshape(-1, d))
-        codes = self.codes()
+        flat = self._prepare(z.permute(0, 2, 3, 1).reshape(b, h * w, d))
+        # (h*w, num_codes, D): the codes each position chooses from.
+        codes = self.codes().reshape(self.books, self.num_codes, d)[self.book_of_position(h * w)]
         distances = (
-            flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)[None, :]
+            flat.pow(2).sum(-1, keepdim=True)
+            - 2 * torch.einsum("bkd,knd->bkn", flat, codes)
+            + codes.pow(2).sum(-1)[None]
         )
-        tokens = distances.argmin(dim=1)
-        z_q_flat = codes[tokens]
+        tokens = distances.argmin(dim=-1)  # (B, h*w)
+        z_q_flat = self.codes()[self.code_ids(tokens)]
 
         if self.training:
-            errors = (flat.detach() - z_q_flat.detach()).pow(2).sum(1)
-            self._track_usage(tokens, flat.detach(), errors)
+            errors = (flat.detach() - z_q_flat.detach()).pow(2).sum(-1)
+            self._track_usage(self.code_ids(tokens), flat.detach(), errors)
         codebook_loss = F.mse_loss(z_q_flat, flat.detach())
         commitment_loss = F.mse_loss(flat, z_q_flat.detach())
         # Straight-through: the forward pass uses z_q, the gradient flows to z unchanged.
         z_q_flat = flat + (z_q_flat - flat).detach()
         z_q = z_q_flat.reshape(b, h, w, d).permute(0, 3, 1, 2)
-        return QuantizerOutput(z_q, tokens.reshape(b, h * w), codebook_loss, commitment_loss)
+        return QuantizerOutput(z_q, tokens, codebook_loss, commitment_loss)
 
     @torch.no_grad()
-    def _track_usage(self, tokens: torch.Tensor, flat: torch.Tensor, errors: torch.Tensor) -> None:
+    def _track_usage(self, ids: torch.Tensor, flat: torch.Tensor, errors: torch.Tensor) -> None:
+        """ids, errors (B, K) and flat (B, K, D): the rows chosen and how far off they were."""
         used = torch.zeros_like(self.idle_steps, dtype=torch.bool)
-        used[tokens] = True
+        used[ids] = True
         self.idle_steps = torch.where(used, 0, self.idle_steps + 1)
         self._latest_inputs, self._latest_errors = flat, errors
 
@@ -91,11 +118,17 @@ class VectorQuantizer(nn.Module):
         if not self.revive_dead_codes or inputs is None:
             return 0
         dead = (self.idle_steps > self.dead_after_steps).nonzero().squeeze(1)
-        if len(dead) > 0:
-            weights = (self._latest_errors if priority is None else priority) + 1e-12
-            picks = torch.multinomial(weights, len(dead), replacement=len(dead) > len(weights))
-            self.codebook.weight[dead] = inputs[picks]
-            self.idle_steps[dead] = 0
+        weights = self._latest_errors if priority is None else priority.reshape(inputs.shape[:2])
+        # A book's dead codes go onto the encoder outputs at that book's positions.
+        input_book = self.book_of_position(inputs.shape[1])
+        for book in (dead // self.num_codes).unique():
+            codes = dead[dead // self.num_codes == book]
+            book_inputs = inputs[:, input_book == book].reshape(-1, self.dim)
+            book_weights = weights[:, input_book == book].reshape(-1) + 1e-12
+            many = len(codes) > len(book_weights)
+            picks = torch.multinomial(book_weights, len(codes), replacement=many)
+            self.codebook.weight[codes] = book_inputs[picks]
+            self.idle_steps[codes] = 0
         return len(dead)
 
 

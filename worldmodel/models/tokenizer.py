@@ -21,6 +21,8 @@ class TokenizerConfig:
     # each token carry its neighbours too (an empty Pong patch got 113 different codes),
     # which leaves too few codes to say where in its patch the ball is.
     local_encoder: bool = False
+    # One codebook per token position (see VectorQuantizer): ids still run over num_codes.
+    codebook_per_position: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.autoencoder, dict):
@@ -60,6 +62,7 @@ class Tokenizer(nn.Module):
             cfg.cosine_codes,
             cfg.revive_dead_codes,
             cfg.dead_after_steps,
+            books=cfg.tokens_per_frame if cfg.codebook_per_position else 1,
         )
         self.post_quant = nn.Conv2d(cfg.code_dim, ae.z_channels, 1)
         self.decoder = Decoder(ae)
