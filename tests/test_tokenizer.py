@@ -102,6 +102,7 @@ def test_a_codebook_per_position_draws_each_position_from_its_own_codes():
 
 def test_a_books_dead_codes_are_revived_onto_its_own_positions():
     quantizer = VectorQuantizer(num_codes=8, dim=3, dead_after_steps=5, books=4).train()
+    assert quantizer.dead_after_steps == 20  # a book sees a quarter of the outputs: waits 4x
     quantizer.idle_steps[2 * 8 : 3 * 8] = 100  # book 2 (position 2) idle for long
     z = torch.randn(3, 3, 2, 2)
     chosen = quantizer(z).tokens[:, 2].unique()

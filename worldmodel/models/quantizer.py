@@ -38,7 +38,9 @@ class VectorQuantizer(nn.Module):
     ) -> None:
         super().__init__()
         self.num_codes, self.dim, self.cosine, self.books = num_codes, dim, cosine, books
-        self.revive_dead_codes, self.dead_after_steps = revive_dead_codes, dead_after_steps
+        # A book sees 1/books of the encoder outputs: it waits `books` times as many steps
+        # before calling a code dead, or the codes for rare patches would be churned away.
+        self.revive_dead_codes, self.dead_after_steps = revive_dead_codes, dead_after_steps * books
         # All books in one table, book after book: code c of book k is row k * num_codes + c.
         self.codebook = nn.Embedding(books * num_codes, dim)
         nn.init.uniform_(self.codebook.weight, -1.0 / num_codes, 1.0 / num_codes)
