@@ -3,13 +3,18 @@ import re
 import subprocess
 import sys
 from dataclasses import replace
+from functools import partial
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from worldmodel.bundle import BundleError, load_bundle, load_tokenizer, save_bundle
+from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
+from worldmodel.envs import EnvSpec
+from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.models.world_model import WorldModel
 from worldmodel.train import CONFIG_DIR, warm_start
 
@@ -143,6 +148,34 @@ def test_a_tokenizer_split_into_a_codebook_per_position_keeps_its_tokens_and_tra
     last = torch.load(tmp_path / "run/tokenizer/checkpoints/last.ckpt", weights_only=True)
     assert last["global_step"] == 14
     assert last["state_dict"]["tokenizer.quantizer.codebook.weight"].shape == (16 * 64, 16)
+
+
+def test_token_ids_renamed_by_training_are_aligned_back_to_the_old_ones(smoke_run, tmp_path):
+    trained = smoke_run / "tokenizer/checkpoints/last.ckpt"
+    checkpoint = torch.load(trained, weights_only=True)
+    # What further training does to the names: the same codes, in another order.
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    for key in ("tokenizer.quantizer.codebook.weight", "tokenizer.quantizer.idle_steps"):
+        checkpoint["state_dict"][key] = checkpoint["state_dict"][key][order]
+    renamed, aligned = tmp_path / "renamed.ckpt", tmp_path / "aligned.ckpt"
+    torch.save(checkpoint, renamed)
+    script = CONFIG_DIR.parent / "experiments/align_token_ids.py"
+    data = ["--data-dir", str(tmp_path / "val")]
+    subprocess.run(
+        [sys.executable, str(script), str(trained), str(renamed), "--out", str(aligned), *data],
+        check=True,
+        capture_output=True,
+    )
+    # The held-out frames the script aligned on (collected there, read back here).
+    episodes = held_out_episodes(
+        EnvSpec(), partial(TrackerPolicy), tmp_path / "val", VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED
+    )
+    frames = torch.from_numpy(np.concatenate([e.frames[1:] for e in episodes]))
+    original = load_tokenizer(trained)
+    tokens = original.encode(frames)
+    assert not torch.equal(load_tokenizer(renamed).encode(frames), tokens)
+    assert torch.equal(load_tokenizer(aligned).encode(frames), tokens)
+    assert torch.equal(load_tokenizer(aligned).decode(tokens), original.decode(tokens))
 
 
 def test_the_shipped_model_recipe_composes(tmp_path):
