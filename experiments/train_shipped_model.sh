@@ -18,12 +18,13 @@ PY=${PY:-.venv/bin/python}
 COMMON=(trainer.val_check_interval=250 trainer.log_every_n_steps=10 trainer.enable_progress_bar=false)
 
 # tokenizer SEGMENT_DIR RESUME_FROM MAX_STEPS [overrides...]
+# RESUME_FROM: a segment's dir (its last checkpoint) or a checkpoint file under ROOT.
 tokenizer() {
   local dir=$1 from=$2 steps=$3
   shift 3
+  [[ -z $from || $from == *.ckpt ]] || from=$from/tokenizer/checkpoints/last.ckpt
   "$PY" -m worldmodel.train stage=tokenizer hydra.run.dir="$ROOT/$dir" \
-    ${from:+ckpt_path="$ROOT/$from/tokenizer/checkpoints/last.ckpt"} \
-    tokenizer.max_steps="$steps" "${COMMON[@]}" "$@"
+    ${from:+ckpt_path="$ROOT/$from"} tokenizer.max_steps="$steps" "${COMMON[@]}" "$@"
 }
 LOCAL=(tokenizer.module.model.local_encoder=true)
 
@@ -40,10 +41,24 @@ tokenizer tok5 tok4 7250 "${LOCAL[@]}" tokenizer.module.loss.moving_l2_weight=4
 # 5. Lower learning rates: 6e-4 -> 1.5e-4 -> 5e-5.
 tokenizer tok6 tok5 8000 "${LOCAL[@]}" tokenizer.module.loss.moving_l2_weight=4 tokenizer.module.lr=1.5e-4
 tokenizer tok7 tok6 8750 "${LOCAL[@]}" tokenizer.module.loss.moving_l2_weight=4 tokenizer.module.lr=5e-5
+# 6. A codebook per token position: the trained codebook copied to every position (same
+#    tokens), then trained on. Segment tok8 ran with dead codes revived after 50 idle steps
+#    per book (before the wait scaled with the number of books; 3 x 16 = 48 is the nearest
+#    now); tok9 and tok10 with the default (50 x 16 steps).
+"$PY" experiments/expand_codebook.py "$ROOT/tok7/tokenizer/checkpoints/last.ckpt" \
+  --per-position --out "$ROOT/tok7_per_position.ckpt"
+PER_POSITION=("${LOCAL[@]}" tokenizer.module.model.codebook_per_position=true
+  tokenizer.module.loss.moving_l2_weight=4)
+tokenizer tok8 tok7_per_position.ckpt 9500 "${PER_POSITION[@]}" tokenizer.module.lr=1.5e-4 \
+  tokenizer.module.model.dead_after_steps=3
+tokenizer tok9 tok8 10750 "${PER_POSITION[@]}" tokenizer.module.lr=1.5e-4
+tokenizer tok10 tok9 11500 "${PER_POSITION[@]}" tokenizer.module.lr=5e-5
 
 # World model (+exp=pong_tiny: mixed tracker/random play): 4,000 steps on the step-6,500
-# tokenizer (the model shipped before), then on the final tokenizer: warm-started from it
-# (world_model.init_from: weights only, new optimizer), 3,000 steps at 6e-4, 1,500 at 1.5e-4.
+# tokenizer, then warm-started (world_model.init_from: weights only, new optimizer) on the
+# step-8,750 one, 3,000 steps at 6e-4 and 1,500 at 1.5e-4 (the model shipped before); then
+# on the final tokenizer, its token ids first renumbered to agree with the step-8,750 one's
+# (experiments/align_token_ids.py), 2,500 steps at 6e-4 and 1,500 at 1.5e-4.
 world_model() {
   local dir=$1
   shift
@@ -57,4 +72,11 @@ world_model wm2 tokenizer_ckpt="$ROOT/tok7/tokenizer/checkpoints/last.ckpt" \
 world_model wm3 tokenizer_ckpt="$ROOT/tok7/tokenizer/checkpoints/last.ckpt" \
   world_model.init_from="$ROOT/wm2/world_model/checkpoints/last.ckpt" \
   world_model.module.lr=1.5e-4 world_model.max_steps=1500
-echo "bundle: $ROOT/wm3/bundle.ckpt"
+"$PY" experiments/align_token_ids.py "$ROOT/wm3/bundle.ckpt" \
+  "$ROOT/tok10/tokenizer/checkpoints/last.ckpt" --out "$ROOT/tok10_aligned.ckpt"
+world_model wm4 tokenizer_ckpt="$ROOT/tok10_aligned.ckpt" \
+  world_model.init_from="$ROOT/wm3/bundle.ckpt" world_model.max_steps=2500
+world_model wm5 tokenizer_ckpt="$ROOT/tok10_aligned.ckpt" \
+  world_model.init_from="$ROOT/wm4/world_model/checkpoints/last.ckpt" \
+  world_model.module.lr=1.5e-4 world_model.max_steps=1500
+echo "bundle: $ROOT/wm5/bundle.ckpt"
