@@ -27,7 +27,10 @@ from worldmodel.models.tokenizer import Tokenizer
 
 def encode(tokenizer: Tokenizer, frames: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
-        chunks = [tokenizer.encode(torch.from_numpy(c)) for c in np.array_split(frames, 16)]
+        chunks = [
+            tokenizer.encode(torch.from_numpy(c))
+            for c in np.split(frames, range(256, len(frames), 256))
+        ]
     return torch.cat(chunks).numpy()
 
 

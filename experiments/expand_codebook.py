@@ -34,6 +34,10 @@ IDLE = "tokenizer.quantizer.idle_steps"
 
 def codebook_moments(checkpoint: dict) -> dict:
     """Adam's state for the codebook (the one parameter shaped like it)."""
+    if not checkpoint.get("optimizer_states"):
+        raise ValueError(
+            "no optimizer state: pass a tokenizer-stage checkpoint (STAGE/checkpoints/*.ckpt)"
+        )
     shape = checkpoint["state_dict"][CODEBOOK].shape
     states = checkpoint["optimizer_states"][0]["state"].values()
     moments = [s for s in states if s["exp_avg"].shape == shape]

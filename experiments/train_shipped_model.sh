@@ -44,7 +44,8 @@ tokenizer tok7 tok6 8750 "${LOCAL[@]}" tokenizer.module.loss.moving_l2_weight=4 
 # 6. A codebook per token position: the trained codebook copied to every position (same
 #    tokens), then trained on. Segment tok8 ran with dead codes revived after 50 idle steps
 #    per book (before the wait scaled with the number of books; 3 x 16 = 48 is the nearest
-#    now); tok9 and tok10 with the default (50 x 16 steps).
+#    now); tok9 and tok10 with the default (50 x 16 steps). All three revived any number of
+#    dead codes per step, copies of one encoder output included (now one code per output).
 "$PY" experiments/expand_codebook.py "$ROOT/tok7/tokenizer/checkpoints/last.ckpt" \
   --per-position --out "$ROOT/tok7_per_position.ckpt"
 PER_POSITION=("${LOCAL[@]}" tokenizer.module.model.codebook_per_position=true

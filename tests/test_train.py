@@ -20,6 +20,9 @@ from worldmodel.train import CONFIG_DIR, warm_start
 
 from .cli import assert_ok, run_module
 
+CODEBOOK = "tokenizer.quantizer.codebook.weight"
+IDLE = "tokenizer.quantizer.idle_steps"
+
 
 def test_smoke_experiment_trains_both_stages_and_writes_a_bundle(smoke_run):
     bundle_path = smoke_run / "bundle.ckpt"
@@ -120,13 +123,7 @@ def test_a_tokenizer_split_into_a_codebook_per_position_keeps_its_tokens_and_tra
 ):
     trained = smoke_run / "tokenizer/checkpoints/last.ckpt"
     split = tmp_path / "split.ckpt"
-    root = CONFIG_DIR.parent
-    subprocess.run(
-        [sys.executable, str(root / "experiments/expand_codebook.py"), str(trained)]
-        + ["--per-position", "--out", str(split)],
-        check=True,
-        capture_output=True,
-    )
+    run_experiment("expand_codebook.py", trained, "--per-position", "--out", split)
     before, after = load_tokenizer(trained), load_tokenizer(split)
     assert after.quantizer.books == 16
     frames = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
@@ -152,23 +149,22 @@ def test_a_tokenizer_split_into_a_codebook_per_position_keeps_its_tokens_and_tra
 
 def test_token_ids_renamed_by_training_are_aligned_back_to_the_old_ones(smoke_run, tmp_path):
     trained = smoke_run / "tokenizer/checkpoints/last.ckpt"
-    checkpoint = torch.load(trained, weights_only=True)
-    # What further training does to the names: the same codes, in another order.
-    order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
-    for key in ("tokenizer.quantizer.codebook.weight", "tokenizer.quantizer.idle_steps"):
-        checkpoint["state_dict"][key] = checkpoint["state_dict"][key][order]
-    renamed, aligned = tmp_path / "renamed.ckpt", tmp_path / "aligned.ckpt"
+    split, renamed, aligned = (tmp_path / f"{n}.ckpt" for n in ("split", "renamed", "aligned"))
+    run_experiment("expand_codebook.py", trained, "--per-position", "--out", split)
+    # What further training does to the names: each position's codes, in another order
+    # (with their idle counts and Adam moments).
+    checkpoint = torch.load(split, weights_only=True)
+    state, moments = checkpoint["state_dict"], adam_state_of_codebook(checkpoint)
+    order = torch.cat([b * 64 + torch.randperm(64) for b in range(16)])
+    for holder, key in [(state, CODEBOOK), (state, IDLE), (moments, "exp_avg")]:
+        holder[key] = holder[key][order]
     torch.save(checkpoint, renamed)
-    script = CONFIG_DIR.parent / "experiments/align_token_ids.py"
-    data = ["--data-dir", str(tmp_path / "val")]
-    subprocess.run(
-        [sys.executable, str(script), str(trained), str(renamed), "--out", str(aligned), *data],
-        check=True,
-        capture_output=True,
-    )
+    data_dir = tmp_path / "val"
+    run_experiment("align_token_ids.py", trained, renamed, "--out", aligned, "--data-dir", data_dir)
+
     # The held-out frames the script aligned on (collected there, read back here).
     episodes = held_out_episodes(
-        EnvSpec(), partial(TrackerPolicy), tmp_path / "val", VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED
+        EnvSpec(), partial(TrackerPolicy), data_dir, VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED
     )
     frames = torch.from_numpy(np.concatenate([e.frames[1:] for e in episodes]))
     original = load_tokenizer(trained)
@@ -176,6 +172,34 @@ def test_token_ids_renamed_by_training_are_aligned_back_to_the_old_ones(smoke_ru
     assert not torch.equal(load_tokenizer(renamed).encode(frames), tokens)
     assert torch.equal(load_tokenizer(aligned).encode(frames), tokens)
     assert torch.equal(load_tokenizer(aligned).decode(tokens), original.decode(tokens))
+    # Every code keeps its own Adam moments and stays in its position's book.
+    before, after = torch.load(split, weights_only=True), torch.load(aligned, weights_only=True)
+    for b in range(16):
+        rows = slice(b * 64, (b + 1) * 64)
+        codes_before, codes_after = (
+            before["state_dict"][CODEBOOK][rows],
+            after["state_dict"][CODEBOOK][rows],
+        )
+        same = (codes_after[:, None] == codes_before[None]).all(-1)  # (after row, before row)
+        assert same.any(1).all()
+        source = same.float().argmax(1)
+        moments_before = adam_state_of_codebook(before)["exp_avg"][rows]
+        assert torch.equal(adam_state_of_codebook(after)["exp_avg"][rows], moments_before[source])
+
+
+def run_experiment(script: str, *args) -> None:
+    path = CONFIG_DIR.parent / "experiments" / script
+    result = subprocess.run(
+        [sys.executable, str(path), *map(str, args)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def adam_state_of_codebook(checkpoint: dict) -> dict:
+    shape = checkpoint["state_dict"][CODEBOOK].shape
+    states = checkpoint["optimizer_states"][0]["state"].values()
+    (state,) = [s for s in states if s["exp_avg"].shape == shape]
+    return state
 
 
 def test_the_shipped_model_recipe_composes(tmp_path):

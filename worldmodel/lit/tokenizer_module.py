@@ -149,11 +149,10 @@ class TokenizerModule(L.LightningModule):
         revived = quantizer.revive_dead_codes_(self._revival_priority)
         if self.trainer.world_size > 1:
             # Each rank revives from its own batch; DDP only syncs gradients, so make every
-            # rank take rank 0's codebook or the copies drift apart.
-            quantizer.codebook.weight.data = self.trainer.strategy.broadcast(
-                quantizer.codebook.weight.data
-            )
-            quantizer.idle_steps = self.trainer.strategy.broadcast(quantizer.idle_steps)
+            # rank take rank 0's codebook or the copies drift apart. In place, on the device
+            # (the strategy's broadcast pickles objects through the CPU).
+            torch.distributed.broadcast(quantizer.codebook.weight.data, src=0)
+            torch.distributed.broadcast(quantizer.idle_steps, src=0)
         self.log("train/revived_codes", float(revived))
 
     def on_validation_epoch_start(self) -> None:

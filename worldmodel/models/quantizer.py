@@ -38,9 +38,10 @@ class VectorQuantizer(nn.Module):
     ) -> None:
         super().__init__()
         self.num_codes, self.dim, self.cosine, self.books = num_codes, dim, cosine, books
+        self.revive_dead_codes = revive_dead_codes
         # A book sees 1/books of the encoder outputs: it waits `books` times as many steps
         # before calling a code dead, or the codes for rare patches would be churned away.
-        self.revive_dead_codes, self.dead_after_steps = revive_dead_codes, dead_after_steps * books
+        self.dead_after = dead_after_steps * books
         # All books in one table, book after book: code c of book k is row k * num_codes + c.
         self.codebook = nn.Embedding(books * num_codes, dim)
         nn.init.uniform_(self.codebook.weight, -1.0 / num_codes, 1.0 / num_codes)
@@ -77,14 +78,16 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         b, d, h, w = z.shape
         flat = self._prepare(z.permute(0, 2, 3, 1).reshape(b, h * w, d))
-        # (h*w, num_codes, D): the codes each position chooses from.
-        codes = self.codes().reshape(self.books, self.num_codes, d)[self.book_of_position(h * w)]
-        distances = (
-            flat.pow(2).sum(-1, keepdim=True)
-            - 2 * torch.einsum("bkd,knd->bkn", flat, codes)
-            + codes.pow(2).sum(-1)[None]
-        )
-        tokens = distances.argmin(dim=-1)  # (B, h*w)
+        self.book_of_position(h * w)  # checks that there is one book, or one per position
+        with torch.no_grad():  # the choice carries no gradient: keep it out of the graph
+            # (h*w, num_codes, D): the codes each position chooses from (a view of one book).
+            codes = self.codes().reshape(self.books, self.num_codes, d).expand(h * w, -1, -1)
+            distances = (
+                flat.pow(2).sum(-1, keepdim=True)
+                - 2 * torch.einsum("bkd,knd->bkn", flat, codes)
+                + codes.pow(2).sum(-1)[None]
+            )
+            tokens = distances.argmin(dim=-1)  # (B, h*w)
         z_q_flat = self.codes()[self.code_ids(tokens)]
 
         if self.training:
@@ -107,7 +110,7 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def revive_dead_codes_(self, priority: torch.Tensor | None = None) -> int:
-        """Move codes idle for `dead_after_steps` onto recent encoder outputs, drawn with
+        """Move codes idle for `dead_after` steps onto recent encoder outputs, drawn with
         probability proportional to how badly they are quantized now (k-means++ style), or
         to `priority` (one weight per encoder output of the latest batch) when given.
 
@@ -119,19 +122,22 @@ class VectorQuantizer(nn.Module):
         inputs = getattr(self, "_latest_inputs", None)
         if not self.revive_dead_codes or inputs is None:
             return 0
-        dead = (self.idle_steps > self.dead_after_steps).nonzero().squeeze(1)
+        dead = (self.idle_steps > self.dead_after).nonzero().squeeze(1)
         weights = self._latest_errors if priority is None else priority.reshape(inputs.shape[:2])
-        # A book's dead codes go onto the encoder outputs at that book's positions.
+        # A book's dead codes go onto the encoder outputs at that book's positions, one code
+        # per output: copies of one output could not all be chosen (the nearest-code search
+        # picks the first of equals), so the rest of the dead codes wait for the next batch.
         input_book = self.book_of_position(inputs.shape[1])
+        revived = 0
         for book in (dead // self.num_codes).unique():
-            codes = dead[dead // self.num_codes == book]
             book_inputs = inputs[:, input_book == book].reshape(-1, self.dim)
             book_weights = weights[:, input_book == book].reshape(-1) + 1e-12
-            many = len(codes) > len(book_weights)
-            picks = torch.multinomial(book_weights, len(codes), replacement=many)
+            codes = dead[dead // self.num_codes == book][: len(book_inputs)]
+            picks = torch.multinomial(book_weights, len(codes))
             self.codebook.weight[codes] = book_inputs[picks]
             self.idle_steps[codes] = 0
-        return len(dead)
+            revived += len(codes)
+        return revived
 
 
 def codebook_stats(tokens: torch.Tensor, num_codes: int) -> dict[str, torch.Tensor]:
