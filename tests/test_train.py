@@ -35,6 +35,10 @@ def test_smoke_experiment_trains_both_stages_and_writes_a_bundle(smoke_run):
     for stage in ("tokenizer", "world_model"):
         assert (smoke_run / stage / "checkpoints" / "last.ckpt").exists()
         assert (smoke_run / stage / "version_0" / "metrics.csv").exists()
+    header = (smoke_run / "tokenizer/version_0/metrics.csv").read_text().splitlines()[0]
+    assert {"val/codebook_usage", "val/token_id_usage", "train/token_id_usage"} <= set(
+        header.split(",")
+    )
     media = {p.name.split("_0")[0] for p in smoke_run.rglob("media/*.png")}
     assert {"val_reconstructions", "val_imagined_vs_real"} <= media
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from worldmodel.lit.common import Throughput, log_image, losses_are_finite, psnr, to_uint8_image
 from worldmodel.models.perceptual import PerceptualLoss
-from worldmodel.models.quantizer import codebook_stats
+from worldmodel.models.quantizer import codebook_stats, count_stats
 from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig, to_float_frames
 
 
@@ -128,7 +128,10 @@ class TokenizerModule(L.LightningModule):
             return None  # Lightning skips the optimizer step
         loss = sum(terms.values())
         quantizer = self.tokenizer.quantizer
+        # Usage of every book's codes; with a codebook per position a batch can use at most
+        # batch / num_codes of them, so the token ids' usage is logged too.
         stats = codebook_stats(quantizer.code_ids(tokens), quantizer.total_codes)
+        ids = codebook_stats(tokens, quantizer.num_codes)
         if (frames_per_s := self.throughput(len(frames))) is not None:
             self.log("train/frames_per_s", frames_per_s)
         self.log_dict({f"train/{k}": v for k, v in terms.items()})
@@ -136,6 +139,7 @@ class TokenizerModule(L.LightningModule):
             {
                 "train/loss": loss,
                 "train/codebook_usage": stats["usage"],
+                "train/token_id_usage": ids["usage"],
                 "train/perplexity": stats["perplexity"],
             },
             prog_bar=True,
@@ -181,10 +185,14 @@ class TokenizerModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         counts = self._val_token_counts
-        probs = counts / counts.sum().clamp_min(1)
-        entropy = -(probs * probs.clamp_min(1e-12).log()).sum()
+        stats = count_stats(counts)
+        ids = count_stats(counts.reshape(-1, self.tokenizer.quantizer.num_codes).sum(0))
         self.log_dict(
-            {"val/codebook_usage": (counts > 0).float().mean(), "val/perplexity": entropy.exp()}
+            {
+                "val/codebook_usage": stats["usage"],
+                "val/token_id_usage": ids["usage"],
+                "val/perplexity": stats["perplexity"],
+            }
         )
 
     def _log_grid(self, key: str, target: torch.Tensor, recon: torch.Tensor, n: int = 8) -> None:

@@ -142,7 +142,11 @@ class VectorQuantizer(nn.Module):
 
 def codebook_stats(tokens: torch.Tensor, num_codes: int) -> dict[str, torch.Tensor]:
     """Fraction of codes used in `tokens` and the perplexity of their distribution."""
-    counts = torch.bincount(tokens.flatten(), minlength=num_codes).float()
-    probs = counts / counts.sum()
+    return count_stats(torch.bincount(tokens.flatten(), minlength=num_codes))
+
+
+def count_stats(counts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The same from per-code counts."""
+    probs = counts.float() / counts.sum().clamp_min(1)
     entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
     return {"usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}
