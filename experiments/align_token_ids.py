@@ -18,20 +18,9 @@ import numpy as np
 import torch
 from expand_codebook import CODEBOOK, IDLE, codebook_moments
 from scipy.optimize import linear_sum_assignment
-from tokenizer_report import held_out_frames
+from token_drift import held_out_tokens
 
 from worldmodel.bundle import load_tokenizer
-from worldmodel.envs import EnvSpec
-from worldmodel.models.tokenizer import Tokenizer
-
-
-def encode(tokenizer: Tokenizer, frames: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        chunks = [
-            tokenizer.encode(torch.from_numpy(c))
-            for c in np.split(frames, range(256, len(frames), 256))
-        ]
-    return torch.cat(chunks).numpy()
 
 
 def renumbering(old: np.ndarray, new: np.ndarray, book: np.ndarray, num_codes: int) -> list:
@@ -66,21 +55,15 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--data-dir", default="data/val")
     args = parser.parse_args()
-    old, new = load_tokenizer(args.old), load_tokenizer(args.new)
-    if (old.cfg.tokens_per_frame, old.cfg.num_codes) != (
-        new.cfg.tokens_per_frame,
-        new.cfg.num_codes,
-    ):
-        raise SystemExit("the tokenizers differ in tokens per frame or codebook size")
-    frames = held_out_frames(EnvSpec(frame_size=old.cfg.autoencoder.resolution), args.data_dir)
-    old_tokens, new_tokens = encode(old, frames), encode(new, frames)
+    new = load_tokenizer(args.new)
+    old_tokens, new_tokens = held_out_tokens(load_tokenizer(args.old), new, args.data_dir)
     book = new.quantizer.book_of_position(new.cfg.tokens_per_frame).numpy()
     orders = renumbering(old_tokens, new_tokens, book, new.cfg.num_codes)
     checkpoint = torch.load(args.new, map_location="cpu", weights_only=True)
     permute_codebook(checkpoint, orders)
     torch.save(checkpoint, args.out)
-    aligned = encode(load_tokenizer(args.out), frames)
-    print(f"{len(frames)} held-out frames: tokens with OLD's id")
+    _, aligned = held_out_tokens(new, load_tokenizer(args.out), args.data_dir)
+    print(f"{len(old_tokens)} held-out frames: tokens with OLD's id")
     print(f"  before: {(new_tokens == old_tokens).mean():.1%}")
     print(f"  after:  {(aligned == old_tokens).mean():.1%}  ({args.out})")
 

@@ -79,20 +79,22 @@ class VectorQuantizer(nn.Module):
         b, d, h, w = z.shape
         flat = self._prepare(z.permute(0, 2, 3, 1).reshape(b, h * w, d))
         self.book_of_position(h * w)  # checks that there is one book, or one per position
+        all_codes = self.codes()
         with torch.no_grad():  # the choice carries no gradient: keep it out of the graph
             # (h*w, num_codes, D): the codes each position chooses from (a view of one book).
-            codes = self.codes().reshape(self.books, self.num_codes, d).expand(h * w, -1, -1)
+            codes = all_codes.reshape(self.books, self.num_codes, d).expand(h * w, -1, -1)
             distances = (
                 flat.pow(2).sum(-1, keepdim=True)
                 - 2 * torch.einsum("bkd,knd->bkn", flat, codes)
                 + codes.pow(2).sum(-1)[None]
             )
             tokens = distances.argmin(dim=-1)  # (B, h*w)
-        z_q_flat = self.codes()[self.code_ids(tokens)]
+        ids = self.code_ids(tokens)
+        z_q_flat = all_codes[ids]
 
         if self.training:
             errors = (flat.detach() - z_q_flat.detach()).pow(2).sum(-1)
-            self._track_usage(self.code_ids(tokens), flat.detach(), errors)
+            self._track_usage(ids, flat.detach(), errors)
         codebook_loss = F.mse_loss(z_q_flat, flat.detach())
         commitment_loss = F.mse_loss(flat, z_q_flat.detach())
         # Straight-through: the forward pass uses z_q, the gradient flows to z unchanged.
