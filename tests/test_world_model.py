@@ -150,23 +150,22 @@ def test_greedy_generation_is_deterministic_and_seeded_sampling_repeats():
     assert torch.equal(runs[0], runs[1])
 
 
-def test_world_model_loss_ignores_padding_and_a_few_steps_lower_it():
+def tiny_world_model_module(**kwargs):
     from worldmodel.lit.world_model_module import WorldModelModule
 
     torch.manual_seed(0)
-    module = WorldModelModule(
-        model={
-            "max_frames": 4,
-            "n_layers": 1,
-            "n_heads": 2,
-            "d_model": 32,
-            "num_actions": 6,
-            "dropout": 0.0,
-        },
+    model = {"max_frames": 4, "n_layers": 1, "n_heads": 2, "d_model": 32, "dropout": 0.0}
+    return WorldModelModule(
+        model={**model, "num_actions": 6},
         tokenizer=Tokenizer(TokenizerConfig(**TINY)),
         lr=3e-3,
         warmup_steps=1,
+        **kwargs,
     )
+
+
+def test_world_model_loss_ignores_padding_and_a_few_steps_lower_it():
+    module = tiny_world_model_module()
     batch = {
         # A static scene: each frame repeats the first, which a GPT quickly learns to copy.
         "tokens": torch.randint(0, 64, (3, 1, 16)).repeat(1, 4, 1),
@@ -192,3 +191,36 @@ def test_world_model_loss_ignores_padding_and_a_few_steps_lower_it():
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.7 * first
+
+
+def test_changed_tokens_weigh_more_in_the_frame_loss():
+    k = 16
+    tokens = torch.randint(0, 64, (3, 1, k)).repeat(1, 4, 1)
+    tokens[:, :, 5] = torch.randint(0, 64, (3, 4))  # the "ball": token 5 moves every frame
+    tokens[:, 1:, 5] = (tokens[:, :-1, 5] + 1 + torch.arange(3)[:, None]) % 64  # never repeats
+    batch = {
+        "tokens": tokens,
+        "actions": torch.randint(0, 6, (3, 4)),
+        "rewards": torch.zeros(3, 4),
+        "terminated": torch.zeros(3, 4, dtype=torch.bool),
+        "mask": torch.ones(3, 4, dtype=torch.bool),
+    }
+    plain = tiny_world_model_module()
+    heavy = tiny_world_model_module(changed_token_weight=1e9)  # same seed: same weights
+    with torch.no_grad():
+        terms, predictions = plain.losses(batch)
+        sequence = plain.world_model.interleave(tokens, batch["actions"])
+        logits = plain.world_model(sequence).obs_logits
+        # Token 5 of frames 1..3 sits at f*(k+1)+5 and is predicted one position earlier.
+        where = torch.tensor([f * (k + 1) + 5 for f in (1, 2, 3)])
+        every = torch.tensor([p for p in range(1, sequence.shape[1]) if p % (k + 1) != k])
+
+        def mean_ce(positions: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.cross_entropy(
+                logits[:, positions - 1].flatten(0, 1), sequence[:, positions].flatten()
+            )
+
+        heavy_terms, _ = heavy.losses(batch)
+    assert predictions["changed_counts"][1] == 9  # 3 games x 3 frames after the first
+    assert torch.allclose(terms["obs"], mean_ce(every), rtol=1e-5)
+    assert torch.allclose(heavy_terms["obs"], mean_ce(where), rtol=1e-5)
