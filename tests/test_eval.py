@@ -36,6 +36,7 @@ def test_fidelity_eval_writes_a_report_with_baselines(smoke_run, tmp_path):
     assert {"precision", "recall"} <= set(metrics["reward_events"])
     # The smoke model has barely trained: copying the last real frame must beat it.
     assert metrics["copy_last"]["psnr_db"][0] > metrics["model"]["psnr_db"][0]
+    assert set(metrics["ball_motion"]) == {"real", "tokenizer_ceiling", "model", "model_greedy"}
     assert (out / "fidelity_vs_horizon.png").stat().st_size > 0
     assert "tokenizer_ceiling" in (out / "fidelity_report.md").read_text()
 
@@ -68,3 +69,23 @@ def test_a_dropped_ball_counts_as_the_largest_error():
     with_ball[0, 0, 30:32, 30] = 236
     metrics = per_step_metrics(with_ball, frame)  # the other frame lost the ball
     assert metrics["ball_err_px"][0] == np.hypot(64, 64)
+
+
+def test_ball_motion_counts_bounces_on_a_drawn_track():
+    from worldmodel.eval.fidelity import ball_motion
+
+    # A return (with the still step at the paddle) and a wall bounce; then the ball is lost
+    # and reappears moving the other way, which is a new track, not a reversal.
+    xs, ys = [20, 23, 26, 29, 29, 26, 23, None, 30, 33], [30, 32, 34, 32, 30, 28, 26, None, 40, 41]
+    frames = np.zeros((2, len(xs), 64, 64, 3), np.uint8)
+    frames[...] = (144, 72, 17)
+    for t, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        if x is not None:
+            frames[0, t, y : y + 2, x] = 236
+        frames[1, t, 30:32, 40] = 236  # the second rollout's ball never moves
+    motion = ball_motion(frames)
+    assert motion["ball_seen"] == 19 / 20
+    assert motion["ball_moving"] == 7 / 16  # of the steps with a ball seen at both ends
+    steps = frames.shape[0] * frames.shape[1] / 100
+    assert motion["horizontal_reversals_per_100"] == 1 / steps
+    assert motion["vertical_reversals_per_100"] == 1 / steps

@@ -21,7 +21,12 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 from worldmodel.bundle import BundleError, load_bundle  # noqa: E402
 from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes  # noqa: E402
 from worldmodel.envs.policies import TrackerPolicy  # noqa: E402
-from worldmodel.eval.fidelity import per_step_metrics, reward_events, roll_out  # noqa: E402
+from worldmodel.eval.fidelity import (  # noqa: E402
+    ball_motion,
+    per_step_metrics,
+    reward_events,
+    roll_out,
+)
 
 DEFAULTS = {
     "bundle": "???",
@@ -51,7 +56,7 @@ def evaluate(cfg) -> dict:
         cfg.max_steps,
         seed=VAL_SEED,
     )
-    results: dict = {"horizons": list(range(1, cfg.horizon + 1))}
+    results: dict = {"horizons": list(range(1, cfg.horizon + 1)), "ball_motion": {}}
     for name, greedy in (("model", False), ("model_greedy", True)):
         rollouts = roll_out(
             bundle,
@@ -67,6 +72,7 @@ def evaluate(cfg) -> dict:
         results[name] = {
             k: v.tolist() for k, v in per_step_metrics(rollouts.real, rollouts.imagined).items()
         }
+        results["ball_motion"][name] = ball_motion(rollouts.imagined)
         events = reward_events(rollouts.real_rewards, rollouts.imagined_rewards)
         results["reward_events" if name == "model" else "reward_events_greedy"] = events
     # The baselines do not depend on sampling: computed from the last rollouts' real frames.
@@ -75,6 +81,8 @@ def evaluate(cfg) -> dict:
         ("tokenizer_ceiling", rollouts.reconstructed),
     ):
         results[name] = {k: v.tolist() for k, v in per_step_metrics(rollouts.real, other).items()}
+    results["ball_motion"]["real"] = ball_motion(rollouts.real)
+    results["ball_motion"]["tokenizer_ceiling"] = ball_motion(rollouts.reconstructed)
     results["settings"] = {**OmegaConf.to_container(cfg), "context": context}
     return results
 
@@ -90,6 +98,19 @@ def table(results: dict, horizon: int) -> str:
             values = results[source][metric]
             cells = " | ".join(f"{values[s - 1]:.2f}" for s in steps)
             lines.append(f"| {metric} | {source} | {cells} |")
+    return "\n".join(lines)
+
+
+def motion_table(motion: dict) -> str:
+    sources = ("real", "tokenizer_ceiling", "model", "model_greedy")
+    lines = ["| ball, over all steps | " + " | ".join(sources) + " |", "|---|" + "---:|" * 4]
+    for key, name in (
+        ("ball_seen", "seen (fraction of frames)"),
+        ("ball_moving", "moved since the step before (fraction)"),
+        ("horizontal_reversals_per_100", "horizontal reversals (paddle hits, serves) / 100 steps"),
+        ("vertical_reversals_per_100", "vertical reversals (wall bounces) / 100 steps"),
+    ):
+        lines.append(f"| {name} | " + " | ".join(f"{motion[s][key]:.2f}" for s in sources) + " |")
     return "\n".join(lines)
 
 
@@ -137,12 +158,17 @@ def main(argv: list[str]) -> int:
         f"{rewards['predicted_points']}, matched (same sign within 2 steps) "
         f"{rewards['points_matched']}.",
         "",
+        "Does the ball move and bounce? Each rollout's ball track, real vs imagined:",
+        "",
+        motion_table(results["ball_motion"]),
+        "",
         "![fidelity](fidelity_vs_horizon.png)",
         "",
         f"Evaluation took {time.time() - start:.0f} s.",
     ]
     (out / "fidelity_report.md").write_text("\n".join(report) + "\n")
     print(text)
+    print(motion_table(results["ball_motion"]))
     print(f"points: {rewards}")
     return 0
 
