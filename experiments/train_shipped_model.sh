@@ -15,7 +15,10 @@ set -euo pipefail
 
 ROOT=${1:-runs/shipped}
 PY=${PY:-.venv/bin/python}
-COMMON=(trainer.val_check_interval=250 trainer.log_every_n_steps=10 trainer.enable_progress_bar=false)
+# The segments below ran with the data defaults of their day: 1 env step collected per batch.
+OLD_DATA=(data.collect_steps_per_batch=1 data.warmup_steps=300)
+COMMON=(trainer.val_check_interval=250 trainer.log_every_n_steps=10 trainer.enable_progress_bar=false
+  "${OLD_DATA[@]}")
 
 # tokenizer SEGMENT_DIR RESUME_FROM MAX_STEPS [overrides...]
 # RESUME_FROM: a segment's dir (its last checkpoint) or a checkpoint file under ROOT.
@@ -66,18 +69,18 @@ world_model() {
   "$PY" -m worldmodel.train +exp=pong_tiny stage=world_model hydra.run.dir="$ROOT/$dir" \
     trainer.log_every_n_steps=10 trainer.enable_progress_bar=false "$@"
 }
-world_model wm1 tokenizer_ckpt="$ROOT/tok5/tokenizer/checkpoints/step0006500.ckpt" \
+world_model wm1 "${OLD_DATA[@]}" tokenizer_ckpt="$ROOT/tok5/tokenizer/checkpoints/step0006500.ckpt" \
   world_model.max_steps=4000
-world_model wm2 tokenizer_ckpt="$ROOT/tok7/tokenizer/checkpoints/last.ckpt" \
+world_model wm2 "${OLD_DATA[@]}" tokenizer_ckpt="$ROOT/tok7/tokenizer/checkpoints/last.ckpt" \
   world_model.init_from="$ROOT/wm1/bundle.ckpt" world_model.max_steps=3000
-world_model wm3 tokenizer_ckpt="$ROOT/tok7/tokenizer/checkpoints/last.ckpt" \
+world_model wm3 "${OLD_DATA[@]}" tokenizer_ckpt="$ROOT/tok7/tokenizer/checkpoints/last.ckpt" \
   world_model.init_from="$ROOT/wm2/world_model/checkpoints/last.ckpt" \
   world_model.module.lr=1.5e-4 world_model.max_steps=1500
 "$PY" experiments/align_token_ids.py "$ROOT/wm3/bundle.ckpt" \
   "$ROOT/tok10/tokenizer/checkpoints/last.ckpt" --out "$ROOT/tok10_aligned.ckpt"
-world_model wm4 tokenizer_ckpt="$ROOT/tok10_aligned.ckpt" \
+world_model wm4 "${OLD_DATA[@]}" tokenizer_ckpt="$ROOT/tok10_aligned.ckpt" \
   world_model.init_from="$ROOT/wm3/bundle.ckpt" world_model.max_steps=2500
-world_model wm5 tokenizer_ckpt="$ROOT/tok10_aligned.ckpt" \
+world_model wm5 "${OLD_DATA[@]}" tokenizer_ckpt="$ROOT/tok10_aligned.ckpt" \
   world_model.init_from="$ROOT/wm4/world_model/checkpoints/last.ckpt" \
   world_model.module.lr=1.5e-4 world_model.max_steps=1500
 echo "bundle: $ROOT/wm5/bundle.ckpt"
