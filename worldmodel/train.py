@@ -53,9 +53,10 @@ def resume_path(cfg: DictConfig, stage: str) -> str | None:
 
 
 def git_revision() -> str:
+    """The commit the code came from, "-dirty" when tracked files had uncommitted changes."""
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+            ["git", "describe", "--always", "--dirty", "--abbrev=7"],
             capture_output=True,
             text=True,
             cwd=CONFIG_DIR,
