@@ -137,12 +137,12 @@ def per_step_metrics(real: np.ndarray, other: np.ndarray) -> dict[str, np.ndarra
     }
 
 
-def _reversals(velocity: np.ndarray, min_move_px: float) -> int:
-    """Sign changes along one track of per-step moves (nan where the ball was not seen at
-    both steps). Moves under `min_move_px` are skipped: at a paddle or a wall the ball
-    stands almost still for a step, and detector jitter is not motion."""
+def _reversals(moves: np.ndarray, min_move_px: float) -> int:
+    """Sign changes along one track of moves (nan where the ball was not seen at both ends).
+    Moves under `min_move_px` are skipped: the ball stands almost still for a step at a
+    paddle or a wall."""
     count, direction = 0, 0.0
-    for move in velocity:
+    for move in moves:
         if np.isnan(move):
             direction = 0.0  # the ball was lost: a reappearing ball starts a new track
         elif abs(move) >= min_move_px:
@@ -151,24 +151,28 @@ def _reversals(velocity: np.ndarray, min_move_px: float) -> int:
     return count
 
 
-def ball_motion(frames: np.ndarray, min_move_px: float = 1.0) -> dict[str, float]:
+def ball_motion(frames: np.ndarray, span: int = 2, min_move_px: float = 2.0) -> dict[str, float]:
     """Does the ball behave like a Pong ball? Over rollouts (B, H, h, w, 3), each judged on
-    its own track: how often a ball is seen, how often a seen ball moved since the step
-    before, and how often its motion reverses (per 100 steps): horizontally where a paddle
-    returns it, vertically where it bounces off a wall. (The real ball moves 1.5-1.75 px per
-    step across a 64-px frame.) A dream that keeps the ball still or lets it drift never
-    reverses, one that jitters reverses all the time: compare with the real frames."""
+    its own track: how often a ball is seen, how often a seen ball moved, and how often its
+    motion reverses (per 100 steps): horizontally where a paddle returns it, vertically where
+    it bounces off a wall. A dream that keeps the ball still or lets it drift never
+    reverses, one that jitters reverses all the time: compare with the real frames.
+
+    Motion is measured over `span` steps: the real ball moves 1.5-1.75 px per step across a
+    64-px frame, about 3 px in two, so the pixel or so that a reconstruction shifts it by
+    cannot pass for a reversal."""
     b, h = frames.shape[:2]
     objects = detect(frames.reshape(b * h, *frames.shape[2:]))
-    velocity = np.diff(objects.ball_xy.reshape(b, h, 2), axis=1)  # nan unless seen twice
-    seen = ~np.isnan(velocity[..., 0])
-    moving = (np.abs(velocity[seen]) >= min_move_px).any(-1)
+    xy = objects.ball_xy.reshape(b, h, 2)
+    moves = xy[:, span:] - xy[:, :-span]  # nan unless seen at both ends
+    seen = ~np.isnan(moves[..., 0])
+    moving = (np.abs(moves[seen]) >= min_move_px).any(-1)
     steps = b * h / 100
     return {
         "ball_seen": float(objects.ball_present.mean()),
         "ball_moving": float(moving.mean()) if seen.any() else 0.0,
         **{
-            f"{axis}_reversals_per_100": sum(_reversals(v, min_move_px) for v in velocity[..., i])
+            f"{axis}_reversals_per_100": sum(_reversals(m, min_move_px) for m in moves[..., i])
             / steps
             for i, axis in enumerate(("horizontal", "vertical"))
         },
