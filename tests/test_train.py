@@ -233,3 +233,34 @@ def test_warm_starting_from_a_world_model_of_another_size_says_what_does_not_fit
     wider = WorldModel(replace(trained, d_model=2 * trained.d_model))
     with pytest.raises(BundleError, match=r"does not fit.*size mismatch"):
         warm_start(wider, str(path))
+
+
+def test_a_world_model_checkpoint_becomes_a_bundle_only_with_its_own_tokenizer(smoke_run, tmp_path):
+    from worldmodel.bundle import load_bundle, save_bundle
+
+    bundle = load_bundle(smoke_run / "bundle.ckpt")
+    wm_ckpt = smoke_run / "world_model/checkpoints/last.ckpt"
+    run_experiment(
+        "checkpoint_bundle.py", smoke_run / "bundle.ckpt", wm_ckpt, "--out", tmp_path / "b"
+    )
+    rebuilt = load_bundle(tmp_path / "b").world_model.state_dict()
+    trained = torch.load(wm_ckpt, weights_only=True)["state_dict"]
+    assert all(torch.equal(v, trained[f"world_model.{k}"]) for k, v in rebuilt.items())
+
+    with torch.no_grad():
+        next(bundle.tokenizer.parameters()).add_(1.0)  # another tokenizer
+    save_bundle(
+        tmp_path / "other",
+        bundle.tokenizer,
+        bundle.world_model,
+        bundle.spec,
+        bundle.action_meanings,
+    )
+    path = CONFIG_DIR.parent / "experiments" / "checkpoint_bundle.py"
+    result = subprocess.run(
+        [sys.executable, str(path), tmp_path / "other", wm_ckpt, "--out", tmp_path / "c"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "trained on another tokenizer" in result.stderr
+    assert not (tmp_path / "c").exists()

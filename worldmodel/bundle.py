@@ -65,6 +65,10 @@ def submodule_state(state_dict: dict, name: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
+
+
 def _read(path: Path) -> dict:
     if not path.is_file():
         raise BundleError(f"{path}: no such file")
@@ -151,10 +155,21 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Toke
     return tokenizer.to(device).eval()
 
 
-def load_world_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The world model's state dict from a bundle or a world-model stage's checkpoint."""
+def load_world_model_weights(
+    path: str | Path, tokenizer: Tokenizer | None = None
+) -> dict[str, torch.Tensor]:
+    """The world model's state dict from a bundle or a world-model stage's checkpoint; with
+    `tokenizer`, a BundleError unless the file's world model was trained on its tokens."""
     path = Path(path)
     payload = _read(path)
+    if tokenizer is not None:
+        saved = (
+            payload["tokenizer"]["state_dict"]
+            if payload.get("format") == FORMAT
+            else submodule_state(payload.get("state_dict", {}), "tokenizer")
+        )
+        if not same_weights(saved, tokenizer.state_dict()):
+            raise BundleError(f"{path}: its world model was trained on another tokenizer")
     if payload.get("format") == FORMAT:
         if payload["world_model"] is None:
             raise BundleError(f"{path}: holds a tokenizer only, no world model")

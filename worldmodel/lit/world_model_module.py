@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldmodel.bundle import submodule_state
+from worldmodel.bundle import same_weights, submodule_state
 from worldmodel.engine import LearnedGame
 from worldmodel.lit.common import Throughput, log_image, losses_are_finite
 from worldmodel.models.tokenizer import Tokenizer
@@ -188,11 +188,7 @@ class WorldModelModule(L.LightningModule):
         (A resumed run also keeps its checkpoint's learning-rate schedule; `init_from`
         starts a new one.)"""
         saved = submodule_state(checkpoint["state_dict"], "tokenizer")
-        given = self.tokenizer.state_dict()
-        same = saved.keys() == given.keys() and all(
-            torch.equal(saved[k].cpu(), given[k].cpu()) for k in given
-        )
-        if not same:
+        if not same_weights(saved, self.tokenizer.state_dict()):
             raise ValueError(
                 "the world-model checkpoint being resumed was trained on a different tokenizer "
                 "than tokenizer_ckpt; to start from its weights on new tokens use "
