@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import subprocess
@@ -264,3 +265,20 @@ def test_a_world_model_checkpoint_becomes_a_bundle_only_with_its_own_tokenizer(s
     )
     assert result.returncode != 0 and "trained on another tokenizer" in result.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_world_model_gap_reports_held_out_and_fresh_play_accuracy(smoke_run, tmp_path):
+    run_experiment(
+        "world_model_gap.py",
+        smoke_run / "bundle.ckpt",
+        "--exp",
+        "smoke",
+        "--data-dir",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "out",
+    )
+    results = json.loads((tmp_path / "out/world_model_gap.json").read_text())
+    assert len(results) == 2
+    for row in results.values():
+        assert 0 <= row["changed_token_accuracy"] <= 1 and 0 < row["token_accuracy"] <= 1
