@@ -63,7 +63,7 @@ def accuracies(module: WorldModelModule, episodes: list[Episode]) -> dict[str, f
         token_hits.append(float(predictions["token_accuracy"]))
     return {
         "token_accuracy": float(np.mean(token_hits)),
-        "changed_token_accuracy": hits[0] / hits[1],
+        "changed_token_accuracy": hits[0] / max(hits[1], 1),  # 0 if nothing moved
     }
 
 
