@@ -106,7 +106,7 @@ def motion_table(motion: dict) -> str:
     lines = ["| ball, over all steps | " + " | ".join(sources) + " |", "|---|" + "---:|" * 4]
     for key, name in (
         ("ball_seen", "seen (fraction of frames)"),
-        ("ball_moving", "moved since the step before (fraction)"),
+        ("ball_moving", "moved 2 px or more in two steps (fraction)"),
         ("horizontal_reversals_per_100", "horizontal reversals (paddle hits, serves) / 100 steps"),
         ("vertical_reversals_per_100", "vertical reversals (wall bounces) / 100 steps"),
     ):
