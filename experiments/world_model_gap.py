@@ -2,7 +2,9 @@
 accuracy on held-out play, for every frame token and for the tokens that changed since the
 frame before (the ball and the paddles), as the training metrics define them:
 
-    python experiments/world_model_gap.py BUNDLE [--world-model CKPT] [--out DIR]
+    python experiments/world_model_gap.py BUNDLE [--out DIR]
+
+(A training checkpoint: make it a bundle first with experiments/checkpoint_bundle.py.)
 
 Rows: the held-out tracker episodes that training validates on, and fresh episodes (a seed
 training never used) of the training policy (`+exp=pong_tiny`: mixed tracker/random play).
@@ -15,18 +17,19 @@ import functools
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from report import markdown_table, write_report
+from torch.utils.data import DataLoader
 
-from worldmodel.bundle import load_bundle, load_weights, load_world_model_weights
+from worldmodel.bundle import load_bundle
 from worldmodel.data.datamodule import (
     VAL_EPISODES,
     VAL_MAX_STEPS,
     VAL_SEED,
     FrameEncoder,
+    HeldOutDataset,
     held_out_episodes,
 )
 from worldmodel.data.episode import Episode
@@ -45,32 +48,21 @@ def training_policy(exp: str) -> functools.partial:
 
 @torch.no_grad()
 def accuracies(module: WorldModelModule, episodes: list[Episode]) -> dict[str, float]:
-    """Token accuracy over back-to-back segments of max_frames, as validation cuts them."""
-    encode, length = FrameEncoder(module.tokenizer), module.cfg.max_frames
-    hits = np.zeros(2)
-    token_hits = []
-    for episode in episodes:
-        n = len(episode) // length * length
-        segments = {
-            "tokens": torch.from_numpy(encode(episode.frames[:n])).view(n // length, length, -1),
-            "actions": torch.from_numpy(episode.actions[:n]).long().view(-1, length),
-            "rewards": torch.from_numpy(episode.rewards[:n]).float().view(-1, length),
-            "terminated": torch.from_numpy(episode.terminated[:n]).view(-1, length),
-            "mask": torch.ones(n // length, length, dtype=torch.bool),
-        }
-        _, predictions = module.losses(segments)
-        hits += predictions["changed_counts"].numpy()
-        token_hits.append(float(predictions["token_accuracy"]))
+    """Token accuracy over back-to-back segments of max_frames, cut as validation cuts them."""
+    segments = HeldOutDataset(
+        episodes, "segments", module.cfg.max_frames, 1, FrameEncoder(module.tokenizer)
+    )
+    _, predictions = module.losses(next(iter(DataLoader(segments, batch_size=len(segments)))))
+    hits, changed = predictions["changed_counts"].tolist()
     return {
-        "token_accuracy": float(np.mean(token_hits)),
-        "changed_token_accuracy": hits[0] / max(hits[1], 1),  # 0 if nothing moved
+        "token_accuracy": float(predictions["token_accuracy"]),
+        "changed_token_accuracy": hits / max(changed, 1),  # 0 if nothing moved
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("--world-model", type=Path, help="a checkpoint's weights instead")
     parser.add_argument("--exp", default="pong_tiny", help="the experiment whose policy trained it")
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--out", type=Path, default=Path("experiments/reports/world_model_gap"))
@@ -82,10 +74,7 @@ def main() -> None:
         model={k: v for k, v in cfg.items() if k not in ("tokens_per_frame", "num_codes")},
         tokenizer=bundle.tokenizer,
     ).eval()
-    weights = bundle.world_model.state_dict()
-    if args.world_model is not None:
-        weights = load_world_model_weights(args.world_model, bundle.tokenizer)
-    load_weights(module.world_model, weights, f"{args.world_model}: another model size")
+    module.world_model.load_state_dict(bundle.world_model.state_dict())
     sets = {
         "held-out tracker play (validation)": (
             functools.partial(TrackerPolicy),
@@ -109,13 +98,11 @@ def main() -> None:
                 f"{results[name]['changed_token_accuracy']:.3f}",
             ]
         )
-    source = args.world_model or args.bundle
     write_report(
         args.out,
         "world_model_gap",
-        f"Teacher-forced world-model accuracy of {source}",
-        f"python experiments/world_model_gap.py {args.bundle}"
-        + (f" --world-model {args.world_model}" if args.world_model else ""),
+        f"Teacher-forced world-model accuracy of {args.bundle}",
+        f"python experiments/world_model_gap.py {args.bundle}",
         markdown_table(["episodes", "token accuracy", "changed-token accuracy"], rows),
         results,
     )

@@ -23,6 +23,7 @@ from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, he
 from worldmodel.envs.policies import TrackerPolicy  # noqa: E402
 from worldmodel.eval.fidelity import (  # noqa: E402
     ball_motion,
+    detect_rollouts,
     per_step_metrics,
     reward_events,
     roll_out,
@@ -57,6 +58,7 @@ def evaluate(cfg) -> dict:
         seed=VAL_SEED,
     )
     results: dict = {"horizons": list(range(1, cfg.horizon + 1)), "ball_motion": {}}
+    real_objects = None  # the same real frames for every source: detected once
     for name, greedy in (("model", False), ("model_greedy", True)):
         rollouts = roll_out(
             bundle,
@@ -69,10 +71,12 @@ def evaluate(cfg) -> dict:
             greedy=greedy,
             compile=cfg.compile,
         )
-        results[name] = {
-            k: v.tolist() for k, v in per_step_metrics(rollouts.real, rollouts.imagined).items()
-        }
-        results["ball_motion"][name] = ball_motion(rollouts.imagined)
+        if real_objects is None:
+            real_objects = detect_rollouts(rollouts.real)
+        objects = detect_rollouts(rollouts.imagined)
+        metrics = per_step_metrics(rollouts.real, rollouts.imagined, (real_objects, objects))
+        results[name] = {k: v.tolist() for k, v in metrics.items()}
+        results["ball_motion"][name] = ball_motion(rollouts.imagined, objects)
         events = reward_events(rollouts.real_rewards, rollouts.imagined_rewards)
         results["reward_events" if name == "model" else "reward_events_greedy"] = events
     # The baselines do not depend on sampling: computed from the last rollouts' real frames.
@@ -80,9 +84,12 @@ def evaluate(cfg) -> dict:
         ("copy_last", rollouts.copy_last),
         ("tokenizer_ceiling", rollouts.reconstructed),
     ):
-        results[name] = {k: v.tolist() for k, v in per_step_metrics(rollouts.real, other).items()}
-    results["ball_motion"]["real"] = ball_motion(rollouts.real)
-    results["ball_motion"]["tokenizer_ceiling"] = ball_motion(rollouts.reconstructed)
+        objects = detect_rollouts(other)
+        metrics = per_step_metrics(rollouts.real, other, (real_objects, objects))
+        results[name] = {k: v.tolist() for k, v in metrics.items()}
+        if name == "tokenizer_ceiling":
+            results["ball_motion"][name] = ball_motion(other, objects)
+    results["ball_motion"]["real"] = ball_motion(rollouts.real, real_objects)
     results["settings"] = {**OmegaConf.to_container(cfg), "context": context}
     return results
 

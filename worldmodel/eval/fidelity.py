@@ -15,7 +15,7 @@ import torch
 from worldmodel.bundle import Bundle
 from worldmodel.data.episode import Episode
 from worldmodel.engine import LearnedGame, to_uint8_frames
-from worldmodel.eval.pong_detector import detect
+from worldmodel.eval.pong_detector import PongObjects, detect
 
 
 @dataclass
@@ -108,13 +108,18 @@ def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
         return np.nanmean(x, axis=axis)
 
 
-def per_step_metrics(real: np.ndarray, other: np.ndarray) -> dict[str, np.ndarray]:
-    """Per horizon step (averaged over rollouts): detector errors and PSNR."""
+def detect_rollouts(frames: np.ndarray) -> PongObjects:
+    """The detector over rollouts (B, H, h, w, 3): objects of all B*H frames, flat."""
+    return detect(frames.reshape(-1, *frames.shape[2:]))
+
+
+def per_step_metrics(
+    real: np.ndarray, other: np.ndarray, objects: tuple[PongObjects, PongObjects] | None = None
+) -> dict[str, np.ndarray]:
+    """Per horizon step (averaged over rollouts): detector errors and PSNR. `objects`: the
+    two arrays' detect_rollouts, where the caller has them already."""
     b, h = real.shape[:2]
-    a, o = (
-        detect(real.reshape(b * h, *real.shape[2:])),
-        detect(other.reshape(b * h, *real.shape[2:])),
-    )
+    a, o = (detect_rollouts(real), detect_rollouts(other)) if objects is None else objects
 
     def grid(x: np.ndarray) -> np.ndarray:
         return x.reshape(b, h, *x.shape[1:])
@@ -151,7 +156,12 @@ def _reversals(moves: np.ndarray, min_move_px: float) -> int:
     return count
 
 
-def ball_motion(frames: np.ndarray, span: int = 2, min_move_px: float = 2.0) -> dict[str, float]:
+def ball_motion(
+    frames: np.ndarray,
+    objects: PongObjects | None = None,
+    span: int = 2,
+    min_move_px: float = 2.0,
+) -> dict[str, float]:
     """Does the ball behave like a Pong ball? Over rollouts (B, H, h, w, 3), each judged on
     its own track: how often a ball is seen, how often a seen ball moved, and how often its
     motion reverses (per 100 steps): horizontally where a paddle returns it, vertically where
@@ -160,9 +170,10 @@ def ball_motion(frames: np.ndarray, span: int = 2, min_move_px: float = 2.0) -> 
 
     Motion is measured over `span` steps: the real ball moves 1.5-1.75 px per step across a
     64-px frame, about 3 px in two, so the pixel or so that a reconstruction shifts it by
-    cannot pass for a reversal."""
+    cannot pass for a reversal. `objects`: detect_rollouts(frames), where the caller has it."""
     b, h = frames.shape[:2]
-    objects = detect(frames.reshape(b * h, *frames.shape[2:]))
+    if objects is None:
+        objects = detect_rollouts(frames)
     xy = objects.ball_xy.reshape(b, h, 2)
     moves = xy[:, span:] - xy[:, :-span]  # nan unless seen at both ends
     seen = ~np.isnan(moves[..., 0])
