@@ -3,9 +3,11 @@
     python experiments/bench_play.py [BUNDLE] [--threads 2] [--out experiments/reports]
 
 Measured in one run, so the ratios hold on a noisy machine:
-  cached     the engine as `make play` runs it (KV cache, one token per forward, each
-             token step and the frame decoder torch.compile'd), batch 1
-  eager      the same engine without torch.compile
+  cached     the engine as `make play` runs it (KV cache, speculative schedule: the last
+             frame's tokens checked as a guess in one forward, forwards and the frame
+             decoder torch.compile'd), batch 1, random actions
+  sequential the same, one forward per token (17 per frame): the engine before speculation
+  eager      the cached engine without torch.compile
   baseline   a plain generate(): no cache, the whole context re-run for every token
   batch16/64 the compiled engine with 16 / 64 games at once (frames/s over all games):
              what training a policy in imagination would get
@@ -32,15 +34,24 @@ def start_frames(bundle, batch: int) -> torch.Tensor:
     return frame.expand(batch, -1, -1, -1).contiguous()
 
 
-def fps_cached(bundle, batch: int, steps: int, compile: bool = True) -> float:
-    game = LearnedGame(bundle.tokenizer, bundle.world_model, seed=0, compile=compile)
+def fps_cached(
+    bundle, batch: int, steps: int, compile: bool = True, speculative: bool | None = None
+) -> tuple[float, float]:
+    """-> (frames/s, world-model forwards per frame)."""
+    game = LearnedGame(
+        bundle.tokenizer, bundle.world_model, seed=0, compile=compile, speculative=speculative
+    )
     game.reset(start_frames(bundle, batch))
-    actions = torch.zeros(batch, dtype=torch.long)
-    game.step(actions)  # warm up (and compile)
-    start = time.perf_counter()
-    for _ in range(steps):
-        game.step(actions)
-    return batch * steps / (time.perf_counter() - start)
+    generator = torch.Generator().manual_seed(0)
+    actions = torch.randint(
+        0, bundle.world_model.cfg.num_actions, (steps + 1, batch), generator=generator
+    )
+    game.step(actions[0])  # warm up (and compile)
+    forwards, start = game.forwards, time.perf_counter()
+    for step_actions in actions[1:]:
+        game.step(step_actions)
+    seconds = time.perf_counter() - start
+    return batch * steps / seconds, (game.forwards - forwards) / steps
 
 
 @torch.inference_mode()
@@ -75,28 +86,43 @@ def main() -> None:
     bundle = load_bundle(args.bundle)
     measures = {
         "fps_cached": lambda: fps_cached(bundle, 1, args.steps),
+        "fps_sequential": lambda: fps_cached(bundle, 1, args.steps, speculative=False),
         "fps_eager": lambda: fps_cached(bundle, 1, args.steps, compile=False),
-        "fps_baseline": lambda: fps_baseline(bundle, max(10, args.steps // 4)),
+        "fps_baseline": lambda: (fps_baseline(bundle, max(10, args.steps // 4)), 17.0),
         "fps_batch16": lambda: fps_cached(bundle, 16, max(10, args.steps // 3)),
         "fps_batch64": lambda: fps_cached(bundle, 64, max(5, args.steps // 6)),
     }
     # Interleaved rounds, median of each: a noisy neighbour hits every loop alike.
     runs: dict[str, list[float]] = {name: [] for name in measures}
+    forwards: dict[str, float] = {}
     for _ in range(args.repeats):
         for name, measure in measures.items():
-            runs[name].append(measure())
+            fps, forwards[name] = measure()
+            runs[name].append(fps)
     results: dict = {name: statistics.median(values) for name, values in runs.items()}
     results["runs"] = runs
+    results["forwards_per_frame"] = forwards  # the last round's
     results["ratio"] = results["fps_cached"] / results["fps_baseline"]
     results["threads"] = args.threads
+    labels = {
+        "fps_cached": "engine: KV cache, speculative, torch.compile, batch 1",
+        "fps_sequential": "engine, sequential (one forward per token), batch 1",
+        "fps_eager": "engine without torch.compile, batch 1",
+        "fps_baseline": "baseline: no cache (full context per token), batch 1",
+        "fps_batch16": "engine, batch 16 (frames/s over all games)",
+        "fps_batch64": "engine, batch 64 (frames/s over all games)",
+    }
     rows = [
-        ["engine: KV cache + torch.compile, batch 1", f"{results['fps_cached']:.1f}"],
-        ["engine without torch.compile, batch 1", f"{results['fps_eager']:.1f}"],
-        ["baseline: no cache (full context per token), batch 1", f"{results['fps_baseline']:.1f}"],
-        ["engine, batch 16 (frames/s over all games)", f"{results['fps_batch16']:.1f}"],
-        ["engine, batch 64 (frames/s over all games)", f"{results['fps_batch64']:.1f}"],
-        ["cached / baseline", f"{results['ratio']:.1f}x"],
-        ["compiled / eager", f"{results['fps_cached'] / results['fps_eager']:.2f}x"],
+        [label, f"{results[name]:.1f}", f"{forwards[name]:.1f}"] for name, label in labels.items()
+    ]
+    rows += [
+        ["cached / baseline", f"{results['ratio']:.1f}x", ""],
+        [
+            "speculative / sequential",
+            f"{results['fps_cached'] / results['fps_sequential']:.2f}x",
+            "",
+        ],
+        ["compiled / eager", f"{results['fps_cached'] / results['fps_eager']:.2f}x", ""],
     ]
     write_report(
         args.out,
@@ -105,7 +131,7 @@ def main() -> None:
         f"median of {args.repeats} interleaved rounds",
         f"python experiments/bench_play.py {args.bundle} --threads {args.threads} "
         f"--steps {args.steps} --repeats {args.repeats}",
-        markdown_table(["loop", "frames/s"], rows),
+        markdown_table(["loop", "frames/s", "forwards/frame"], rows),
         results,
     )
 

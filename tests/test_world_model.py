@@ -33,10 +33,19 @@ def test_cached_and_uncached_logits_agree_over_several_frames():
     cache = model.new_cache(2, torch.device("cpu"))
     pieces = [model(sequence[:, :20], cache).obs_logits]  # a prefill
     pieces.append(model(sequence[:, 20:23], cache).obs_logits)  # a chunk after it
-    for t in range(23, sequence.shape[1]):  # then generation's one-token steps
-        _, logits, new_kv = model.step(sequence[:, t], cache.position, cache.kv)
+    for t in range(23, 40):  # then generation's one-token forwards
+        _, logits, new_kv = model.extend(sequence[:, t : t + 1], cache.position, cache.kv)
         cache.append(new_kv)
-        pieces.append(logits[:, None])
+        pieces.append(logits)
+    # and a speculative check: 11 tokens padded to 40 (past the 68-token block: clamped),
+    # of which only the first 5 are kept; then the remaining 6.
+    padded = torch.nn.functional.pad(sequence[:, 40:], (0, 29))
+    _, logits, new_kv = model.extend(padded, cache.position, cache.kv)
+    cache.append(new_kv[:, :, :, :, :5])
+    pieces.append(logits[:, :5])
+    _, logits, new_kv = model.extend(sequence[:, 45:], cache.position, cache.kv)
+    cache.append(new_kv)
+    pieces.append(logits)
     assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
     assert int(cache.position) == cache.length == sequence.shape[1]
 
@@ -47,13 +56,11 @@ def test_a_full_context_refuses_more_tokens():
     model.hidden(torch.zeros(1, 34, dtype=torch.long), cache)
     with pytest.raises(ValueError, match="35 tokens exceeds the block size 34"):
         model.hidden(torch.zeros(1, 1, dtype=torch.long), cache)
-    # The generation step cannot check its tensor position itself: the engine checks first.
-    game = make_game(max_frames=2)
-    game.reset(torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 1))
-    with torch.inference_mode():
-        game._feed(torch.zeros(1, dtype=torch.long), torch.tensor(1.0))  # the 34th token: now full
-        with pytest.raises(RuntimeError, match="the context is full"):
-            game._feed(torch.zeros(1, dtype=torch.long), torch.tensor(1.0))
+    # Generation's forward cannot check its tensor position itself (it clamps, so that a
+    # speculative check may pad past the end): the cache refuses to store past its capacity.
+    _, _, new_kv = model.extend(torch.zeros(1, 2, dtype=torch.long), cache.position, cache.kv)
+    with pytest.raises(ValueError, match="35 tokens exceed the cache's 34"):
+        cache.append(new_kv[:, :, :, :, :1])
 
 
 def test_interleave_offsets_actions_past_the_codebook():
@@ -115,10 +122,12 @@ def test_compiled_generation_makes_the_same_frames_as_eager():
     for compile in (False, True):
         game = make_game(max_frames=3, compile=compile)  # 6 steps slide the window twice
         game.greedy = True
-        assert (game._step.compiled is not None) == compile  # compiling did not fall back
+        assert (
+            game._extend_and_sample.compiled is not None
+        ) == compile  # compiling did not fall back
         game.reset(frames)
         runs.append(torch.stack([game.step(torch.tensor([1, 2]))[0] for _ in range(6)]))
-        assert (game._step.compiled is not None) == compile
+        assert (game._extend_and_sample.compiled is not None) == compile
     # Fused kernels round differently, so a decoded pixel may move by one level.
     assert (runs[0].int() - runs[1].int()).abs().max() <= 1
 
@@ -138,6 +147,39 @@ def test_a_failed_compile_warns_and_runs_uncompiled(monkeypatch):
     with pytest.warns(UserWarning, match="torch.compile failed"):
         assert torch.allclose(step(x), double(x))
     assert step.compiled is None  # and from then on it runs uncompiled
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_speculative_and_sequential_generation_make_the_same_frames(greedy):
+    frames = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    runs, forwards = [], []
+    for speculative in (False, True):
+        game = make_game(max_frames=3)  # 8 steps slide the window three times
+        game.speculative, game.greedy = speculative, greedy
+        game.reset(frames)
+        steps = [game.step(torch.tensor([1, 2])) for _ in range(8)]
+        runs.append([torch.stack(x) for x in zip(*steps, strict=True)])
+        forwards.append(game.forwards)
+    for sequential, speculative in zip(*runs, strict=True):
+        assert torch.equal(sequential, speculative)  # frames, rewards, ends
+    assert forwards[0] == 8 * 17 and forwards[1] <= forwards[0]
+
+
+@pytest.mark.parametrize(
+    ("batch", "speculative", "forwards"),
+    [(2, True, 1), (2, None, 17), (1, None, 1)],  # None: speculate for a single game only
+)
+def test_a_frame_that_repeats_the_last_costs_one_speculative_forward(batch, speculative, forwards):
+    game = make_game()
+    game.speculative = speculative
+    with torch.no_grad():  # a model sure that every token is code 5
+        game.world_model.obs_head[-1].bias[5] = 100.0
+    game.reset(torch.zeros(batch, 64, 64, 3, dtype=torch.uint8))
+    game.step(torch.ones(batch, dtype=torch.long))
+    assert (game.frame_tokens[:, -1] == 5).all()
+    before = game.forwards
+    game.step(torch.full((batch,), 3))  # all 17 guesses right: one forward checks them
+    assert game.forwards - before == forwards
 
 
 def test_greedy_generation_is_deterministic_and_seeded_sampling_repeats():

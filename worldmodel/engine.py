@@ -4,9 +4,16 @@
     frame = game.reset(real_frames)            # (B, H, W, 3) uint8, or (B, C, H, W, 3)
     frame, reward, end = game.step(actions)    # every frame from here on is imagined
 
-Generation is one token at a time with a key/value cache, so each new token costs one
-small forward pass; `compile=True` turns that pass into one torch.compile graph (about 2x
-on CPU, where the per-op overhead of a small model dominates). When the context is full,
+Generation keeps a key/value cache, so a forward reads only the new tokens. Two schedules
+make the same frames from the same noise: *sequential*, one forward per token (17 per
+frame), and *speculative* (the default for a single game, as in play), which guesses that
+the new frame repeats the last one and checks all 17 guesses in one forward: a frame then
+costs 1 + (number of changed tokens) forwards, and a forward of 17 tokens costs little more
+than one of a single token on CPU, where per-op overhead dominates a small model. With
+many games at once one wrong guess in any game ends a check, so batches go sequentially.
+`compile=True` turns a forward into one torch.compile graph (about 2x on CPU, for the same
+reason). Sampling is Gumbel-max with the frame's noise drawn up front, which is what makes
+the two schedules agree token for token. When the context is full,
 the oldest frames are dropped and the most recent `keep_frames` are re-read in one batched
 forward (IRIS instead wipes its memory and restarts from the last frame alone, which
 forgets where the ball was going).
@@ -62,14 +69,18 @@ class LearnedGame:
         seed: int | None = None,
         keep_frames: int | None = None,
         compile: bool = False,
+        speculative: bool | None = None,
     ) -> None:
         self.tokenizer, self.world_model = tokenizer.eval(), world_model.eval()
-        # Shapes are static (see Transformer.step), so each compiles once per batch size (up
-        # to Dynamo's recompile limit, 8 per function, past which it quietly runs eager).
-        self._step = CompiledOrEager(world_model.next_token_probs, compile)
+        # Shapes are static (see Transformer.extend), so each compiles once per batch size and
+        # schedule (up to Dynamo's recompile limit, 8 per function, past which it quietly
+        # runs eager).
+        self._extend_and_sample = CompiledOrEager(world_model.extend_and_sample, compile)
         self._decode = CompiledOrEager(tokenizer.decode, compile)
         self.cfg = world_model.cfg
         self.temperature, self.greedy = temperature, greedy
+        self.speculative = speculative
+        self.forwards = 0  # world-model forwards so far (both schedules count them)
         self.device = next(world_model.parameters()).device
         self.generator = torch.Generator(self.device)
         if seed is None:
@@ -112,20 +123,64 @@ class LearnedGame:
         sequence = self.world_model.interleave(self.frame_tokens, torch.cat([self.actions, pad], 1))
         self.world_model.hidden(sequence[:, :-1], self.cache)  # all but the trailing action
 
-    def _feed(
-        self, tokens: torch.Tensor, inv_temp: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append one token per game (B,) to the context -> (hidden, next-token probs)."""
-        if self.cache.length >= self.cache.capacity:
-            raise RuntimeError(f"the context is full ({self.cache.capacity} tokens)")
-        h, probs, new_kv = self._step(tokens, self.cache.position, self.cache.kv, inv_temp)
-        self.cache.append(new_kv)
-        return h, probs
+    def _gumbel(self, b: int) -> torch.Tensor:
+        """The frame's sampling noise (B, K + 1, num_codes): row j picks the token after the
+        frame's j-th input (the action, then its tokens); the last input predicts nothing."""
+        k, v = self.cfg.tokens_per_frame, self.cfg.num_codes
+        noise = torch.zeros(b, k + 1, v, device=self.device)
+        if not (self.greedy or self.temperature <= 0):
+            uniform = torch.rand(b, k, v, generator=self.generator, device=self.device)
+            noise[:, :k] = -torch.log(-torch.log(uniform))
+        return noise
 
-    def _sample(self, probs: torch.Tensor) -> torch.Tensor:
-        if self.greedy or self.temperature <= 0:
-            return probs.argmax(-1)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+    def _extend(
+        self, tokens: torch.Tensor, gumbel: torch.Tensor, inv_temp: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Read (B, T) tokens after the cached ones -> hidden, the sampled next tokens, their
+        keys/values (the caller appends those it keeps)."""
+        self.forwards += 1
+        return self._extend_and_sample(tokens, self.cache.position, self.cache.kv, inv_temp, gumbel)
+
+    def _sequential(
+        self, block: torch.Tensor, gumbel: torch.Tensor, inv_temp: torch.Tensor
+    ) -> torch.Tensor:
+        """Fill `block` (B, K+1: the action, then the frame's tokens to generate) one token at
+        a time; returns the hidden state at the action."""
+        for j in range(block.shape[1]):
+            h, sampled, new_kv = self._extend(block[:, j : j + 1], gumbel[:, j : j + 1], inv_temp)
+            self.cache.append(new_kv)
+            if j == 0:
+                h_action = h[:, 0]
+            if j + 1 < block.shape[1]:
+                block[:, j + 1] = sampled[:, 0]
+        return h_action
+
+    def _speculative(
+        self, block: torch.Tensor, gumbel: torch.Tensor, inv_temp: torch.Tensor
+    ) -> torch.Tensor:
+        """Fill `block` as _sequential does, with the same tokens for the same noise, in a few
+        forwards instead of K+1: most of a frame repeats the frame before, so `block` starts
+        as the action + the last frame's tokens (a draft), and one forward over all of it
+        checks every draft token at once; everything up to the first token that the sampling
+        changes is kept (the first wrong guess in any game of the batch), and the next
+        forward starts from there. A frame costs 1 + (number of changed tokens) forwards."""
+        n_tokens, start = block.shape[1], 0
+        while start < n_tokens:
+            # Padded at the end to K+1 inputs (one compiled shape); the padding is thrown away.
+            window = torch.nn.functional.pad(block[:, start:], (0, start))
+            h, sampled, new_kv = self._extend(
+                window, torch.nn.functional.pad(gumbel[:, start:], (0, 0, 0, start)), inv_temp
+            )
+            if start == 0:
+                h_action = h[:, 0]
+            guesses = n_tokens - 1 - start  # sampled[:, i] is block[:, start + i + 1]
+            wrong = (sampled[:, :guesses] != block[:, start + 1 :]).any(0)
+            kept = int(wrong.int().argmax()) if bool(wrong.any()) else guesses
+            self.cache.append(new_kv[:, :, :, :, : kept + 1])  # inputs start .. start+kept
+            if kept < guesses:
+                block[:, start + kept + 1] = sampled[:, kept]
+            start += kept + 1
+        return h_action
 
     @torch.inference_mode()
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -145,17 +200,14 @@ class LearnedGame:
         actions = actions.to(self.device).long().view(-1)
         # A tensor, so a new temperature (+/- in the app) does not recompile; once per frame.
         inv_temp = torch.tensor(1.0 / self.temperature if self.temperature > 0 else 1.0)
-        h, probs = self._feed(actions + self.cfg.num_codes, inv_temp)
+        block = torch.cat([actions[:, None] + self.cfg.num_codes, self.frame_tokens[:, -1]], 1)
+        speculate = self.speculative if self.speculative is not None else len(actions) == 1
+        generate = self._speculative if speculate else self._sequential
+        h = generate(block, self._gumbel(len(actions)), inv_temp)
         rewards = self.world_model.reward_head(h).argmax(-1) - 1
         ends = self.world_model.end_head(h).argmax(-1) == 1
-        new_tokens = []
-        for _ in range(k):
-            token = self._sample(probs)
-            new_tokens.append(token)
-            # Feeding the frame's last token too: its keys/values belong in the cache.
-            h, probs = self._feed(token, inv_temp)
-        tokens = torch.stack(new_tokens, dim=1)
+        tokens = block[:, 1:]
         self.frame_tokens = torch.cat([self.frame_tokens, tokens[:, None]], dim=1)
         self.actions = torch.cat([self.actions, actions[:, None]], dim=1)
-        frames = to_uint8_frames(self._decode(tokens))
+        frames = to_uint8_frames(self._decode(tokens.contiguous()))
         return frames, rewards.float(), ends

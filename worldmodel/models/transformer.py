@@ -30,7 +30,7 @@ class KVCache:
         shape = (cfg.n_layers, 2, batch, cfg.n_heads, cfg.block_size, cfg.d_model // cfg.n_heads)
         self.kv = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0
-        # `length` again, as a tensor on the device: Transformer.step takes the position as
+        # `length` again, as a tensor on the device: Transformer.extend takes the position as
         # a tensor (one compiled graph for every position) without a host copy per token.
         self.position = torch.zeros((), dtype=torch.long, device=device)
 
@@ -49,9 +49,13 @@ class KVCache:
         self.position += n
 
     def append(self, new_kv: torch.Tensor) -> None:
-        """Store one token's keys/values (L, 2, B, H, hd), as returned by Transformer.step."""
-        self.kv.select(4, self.length).copy_(new_kv)
-        self.advance(1)
+        """Store the keys/values (L, 2, B, H, n, hd) of n tokens, as Transformer.extend returns
+        them (or a prefix of them)."""
+        n = new_kv.shape[4]
+        if self.length + n > self.capacity:
+            raise ValueError(f"{self.length + n} tokens exceed the cache's {self.capacity}")
+        self.kv[:, :, :, :, self.length : self.length + n].copy_(new_kv)
+        self.advance(n)
 
 
 class CausalSelfAttention(nn.Module):
@@ -86,20 +90,20 @@ class CausalSelfAttention(nn.Module):
         )
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, t, d)))
 
-    def step(
-        self, x: torch.Tensor, layer_kv: torch.Tensor, cache_bias: torch.Tensor
+    def extend(
+        self, x: torch.Tensor, layer_kv: torch.Tensor, bias: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One new token (inference): x (B, D); `layer_kv` (2, B, H, capacity, hd) read only,
-        `cache_bias` (capacity,) 0 for filled slots and -inf for the rest. Returns the output
-        (B, D) and the token's own keys/values (2, B, H, hd)."""
-        b, d = x.shape
-        hd = d // self.n_heads
-        q, k, v = self.qkv(x).view(b, 3, self.n_heads, hd).unbind(1)  # (B, H, hd) each
-        cached_scores = torch.einsum("bhd,bhcd->bhc", q, layer_kv[0]) + cache_bias
-        own_score = (q * k).sum(-1, keepdim=True)
-        probs = (torch.cat([cached_scores, own_score], -1) / math.sqrt(hd)).softmax(-1)
-        y = torch.einsum("bhc,bhcd->bhd", probs[..., :-1], layer_kv[1]) + probs[..., -1:] * v
-        return self.proj(y.reshape(b, d)), torch.stack([k, v])
+        """T new tokens (inference): x (B, T, D); `layer_kv` (2, B, H, capacity, hd) read only;
+        `bias` (T, capacity + T) 0 where a query may look, -inf elsewhere. Returns the output
+        (B, T, D) and the new tokens' keys/values (2, B, H, T, hd). The cache is not
+        concatenated with the new keys (a copy of it per layer): the scores of both are."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        capacity = layer_kv.shape[3]
+        scores = torch.cat([q @ layer_kv[0].transpose(-1, -2), q @ k.transpose(-1, -2)], -1)
+        probs = (scores / math.sqrt(q.shape[-1]) + bias).softmax(-1)
+        y = probs[..., :capacity] @ layer_kv[1] + probs[..., capacity:] @ v
+        return self.proj(y.transpose(1, 2).reshape(b, t, d)), torch.stack([k, v])
 
 
 class Block(nn.Module):
@@ -118,10 +122,10 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), layer_kv, start)
         return x + self.mlp(self.ln_2(x))
 
-    def step(
-        self, x: torch.Tensor, layer_kv: torch.Tensor, cache_bias: torch.Tensor
+    def extend(
+        self, x: torch.Tensor, layer_kv: torch.Tensor, bias: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        attended, new_kv = self.attn.step(self.ln_1(x), layer_kv, cache_bias)
+        attended, new_kv = self.attn.extend(self.ln_1(x), layer_kv, bias)
         x = x + attended
         return x + self.mlp(self.ln_2(x)), new_kv
 
@@ -153,27 +157,36 @@ class Transformer(nn.Module):
             cache.advance(x.shape[1])
         return self.ln_f(x)
 
-    def step(
+    def extend(
         self, x: torch.Tensor, position: torch.Tensor, kv: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Generation, one token per sequence: x (B, D) embeddings of tokens at `position` (a
-        0-dim long tensor: the number of cached tokens), `kv` a KVCache's (L, 2, B, H, capacity,
-        hd), read only. Returns the hidden states (B, D) and the new keys/values
-        (L, 2, B, H, hd) for `KVCache.append`.
+        """Generation: x (B, T, D) embeddings of T tokens that follow the `position` cached
+        ones (a 0-dim long tensor), `kv` a KVCache's (L, 2, B, H, capacity, hd), read only.
+        Returns the hidden states (B, T, D) and the new keys/values (L, 2, B, H, T, hd) for
+        `KVCache.append` (all of them, or the first few).
 
         Unlike forward(), every shape here is fixed: unfilled cache slots are masked rather
-        than sliced off and the position is a tensor, so torch.compile turns a whole token
-        step into one graph (about 2x faster on CPU, where per-op overhead dominates).
-        Inference only: no dropout. The caller checks there is room (`position < capacity`):
-        an index past the position table is not caught inside a compiled graph."""
-        slots = torch.arange(kv.shape[4], device=x.device)
-        cache_bias = torch.zeros(slots.shape, dtype=x.dtype, device=x.device).masked_fill(
-            slots >= position, float("-inf")
+        than sliced off and the position is a tensor, so torch.compile turns a whole call into
+        one graph (about 2x faster on CPU, where per-op overhead dominates). Positions past
+        the block size are clamped, so a caller may pad x with tokens it will throw away; it
+        checks there is room for the ones it keeps (KVCache.append does). Inference only."""
+        t, capacity = x.shape[1], kv.shape[4]
+        slots = torch.arange(capacity, device=x.device)
+        visible = torch.cat(
+            [
+                (slots < position).expand(t, capacity),
+                torch.ones(t, t, dtype=torch.bool, device=x.device).tril(),
+            ],
+            dim=1,
         )
-        x = x + self.pos_emb(position)
+        bias = torch.zeros(visible.shape, dtype=x.dtype, device=x.device).masked_fill(
+            ~visible, float("-inf")
+        )
+        positions = (position + torch.arange(t, device=x.device)).clamp(max=self.cfg.block_size - 1)
+        x = x + self.pos_emb(positions)
         new_kv = []
         for i, block in enumerate(self.blocks):
-            x, token_kv = block.step(x, kv[i], cache_bias)
+            x, token_kv = block.extend(x, kv[i], bias)
             new_kv.append(token_kv)
         return self.ln_f(x), torch.stack(new_kv)
 

@@ -77,26 +77,31 @@ class WorldModel(nn.Module):
     def hidden(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         return self.transformer(self.embed(tokens), cache)
 
-    def step(
+    def extend(
         self, tokens: torch.Tensor, position: torch.Tensor, kv: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Generation: one token per sequence (B,) at `position` against a cache's `kv` (read
-        only) -> hidden (B, D), next-token logits (B, num_codes), the token's keys/values.
-        See Transformer.step."""
-        h, new_kv = self.transformer.step(self.embed(tokens), position, kv)
+        """Generation: T tokens per sequence (B, T) after the `position` cached ones, against
+        a cache's `kv` (read only) -> hidden (B, T, D), next-token logits (B, T, num_codes),
+        the tokens' keys/values. See Transformer.extend."""
+        h, new_kv = self.transformer.extend(self.embed(tokens), position, kv)
         return h, self.obs_head(h), new_kv
 
-    def next_token_probs(
+    def extend_and_sample(
         self,
         tokens: torch.Tensor,
         position: torch.Tensor,
         kv: torch.Tensor,
         inv_temperature: torch.Tensor,
+        gumbel: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """step() with the sampling distribution softmax(logits / temperature) instead of the
-        logits: one compiled graph then covers it too (two ops fewer per token on CPU)."""
-        h, logits, new_kv = self.step(tokens, position, kv)
-        return h, torch.softmax(logits * inv_temperature, dim=-1), new_kv
+        """extend() that also picks each position's next token by Gumbel-max: the argmax of
+        logits / temperature + `gumbel` (B, T, num_codes) noise is a sample of
+        softmax(logits / temperature), and with zero noise the greedy token. Inside the
+        compiled graph this costs next to nothing, and fixed noise makes a sample repeatable
+        however the tokens are batched (see LearnedGame's speculative schedule).
+        Returns hidden (B, T, D), tokens (B, T), keys/values."""
+        h, logits, new_kv = self.extend(tokens, position, kv)
+        return h, (logits * inv_temperature + gumbel).argmax(-1), new_kv
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> WorldModelOutput:
         h = self.hidden(tokens, cache)
