@@ -56,7 +56,8 @@ def fps_cached(
 
 @torch.inference_mode()
 def fps_baseline(bundle, steps: int) -> float:
-    """No KV cache: every new token re-reads the whole context (last max_frames) from scratch."""
+    """No KV cache: every new token re-reads the whole context (last max_frames) from scratch.
+    No-op actions: a forward costs the same whatever the actions."""
     wm, tok = bundle.world_model, bundle.tokenizer
     generator = torch.Generator().manual_seed(0)
     frames = [tok.encode(start_frames(bundle, 1))]  # (1, K) each
@@ -88,7 +89,10 @@ def main() -> None:
         "fps_cached": lambda: fps_cached(bundle, 1, args.steps),
         "fps_sequential": lambda: fps_cached(bundle, 1, args.steps, speculative=False),
         "fps_eager": lambda: fps_cached(bundle, 1, args.steps, compile=False),
-        "fps_baseline": lambda: (fps_baseline(bundle, max(10, args.steps // 4)), 17.0),
+        "fps_baseline": lambda: (
+            fps_baseline(bundle, max(10, args.steps // 4)),
+            float(bundle.world_model.cfg.tokens_per_frame),  # each over the whole context
+        ),
         "fps_batch16": lambda: fps_cached(bundle, 16, max(10, args.steps // 3)),
         "fps_batch64": lambda: fps_cached(bundle, 64, max(5, args.steps // 6)),
     }

@@ -7,13 +7,14 @@
 Generation keeps a key/value cache, so a forward reads only the new tokens. Two schedules
 make the same frames from the same noise: *sequential*, one forward per token (17 per
 frame), and *speculative* (the default for a single game, as in play), which guesses that
-the new frame repeats the last one and checks all 17 guesses in one forward: a frame then
-costs 1 + (number of changed tokens) forwards, and a forward of 17 tokens costs little more
-than one of a single token on CPU, where per-op overhead dominates a small model. With
-many games at once one wrong guess in any game ends a check, so batches go sequentially.
-`compile=True` turns a forward into one torch.compile graph (about 2x on CPU, for the same
-reason). Sampling is Gumbel-max with the frame's noise drawn up front, which is what makes
-the two schedules agree token for token. When the context is full,
+the new frame's 16 tokens repeat the last frame's and checks all of them in one forward: a
+frame then costs 1 + (number of changed tokens) forwards, and a forward of 17 tokens costs
+about twice one of a single token on CPU, where per-op overhead dominates a small model.
+With many games at once one wrong guess in any game ends a check, so batches go
+sequentially. `compile=True` turns a forward into one torch.compile graph (1.5-2x on CPU,
+for the same reason). Sampling is Gumbel-max with the frame's noise drawn up front, which
+is what makes the two schedules agree token for token (up to float rounding). When the
+context is full,
 the oldest frames are dropped and the most recent `keep_frames` are re-read in one batched
 forward (IRIS instead wipes its memory and restarts from the last frame alone, which
 forgets where the ball was going).
@@ -71,10 +72,12 @@ class LearnedGame:
         compile: bool = False,
         speculative: bool | None = None,
     ) -> None:
+        """`speculative`: True / False picks the schedule (see the module docstring); None
+        speculates for a single game (play) and goes sequentially for batches."""
         self.tokenizer, self.world_model = tokenizer.eval(), world_model.eval()
         # Shapes are static (see Transformer.extend), so each compiles once per batch size and
-        # schedule (up to Dynamo's recompile limit, 8 per function, past which it quietly
-        # runs eager).
+        # schedule: Dynamo's recompile limit (8 per function, past which it quietly runs
+        # eager) allows 4 batch sizes with both schedules.
         self._extend_and_sample = CompiledOrEager(world_model.extend_and_sample, compile)
         self._decode = CompiledOrEager(tokenizer.decode, compile)
         self.cfg = world_model.cfg
@@ -123,17 +126,21 @@ class LearnedGame:
         sequence = self.world_model.interleave(self.frame_tokens, torch.cat([self.actions, pad], 1))
         self.world_model.hidden(sequence[:, :-1], self.cache)  # all but the trailing action
 
+    @property
+    def _greedy(self) -> bool:
+        return self.greedy or self.temperature <= 0
+
     def _gumbel(self, b: int) -> torch.Tensor:
         """The frame's sampling noise (B, K + 1, num_codes): row j picks the token after the
         frame's j-th input (the action, then its tokens); the last input predicts nothing."""
         k, v = self.cfg.tokens_per_frame, self.cfg.num_codes
         noise = torch.zeros(b, k + 1, v, device=self.device)
-        if not (self.greedy or self.temperature <= 0):
+        if not self._greedy:  # Gumbel(0, 1); a uniform 0 gives -inf: that code is never picked
             uniform = torch.rand(b, k, v, generator=self.generator, device=self.device)
             noise[:, :k] = -torch.log(-torch.log(uniform))
         return noise
 
-    def _extend(
+    def _forward(
         self, tokens: torch.Tensor, gumbel: torch.Tensor, inv_temp: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Read (B, T) tokens after the cached ones -> hidden, the sampled next tokens, their
@@ -146,11 +153,11 @@ class LearnedGame:
     ) -> torch.Tensor:
         """Fill `block` (B, K+1: the action, then the frame's tokens to generate) one token at
         a time; returns the hidden state at the action."""
+        h_action = None
         for j in range(block.shape[1]):
-            h, sampled, new_kv = self._extend(block[:, j : j + 1], gumbel[:, j : j + 1], inv_temp)
+            h, sampled, new_kv = self._forward(block[:, j : j + 1], gumbel[:, j : j + 1], inv_temp)
             self.cache.append(new_kv)
-            if j == 0:
-                h_action = h[:, 0]
+            h_action = h[:, 0] if h_action is None else h_action
             if j + 1 < block.shape[1]:
                 block[:, j + 1] = sampled[:, 0]
         return h_action
@@ -158,24 +165,24 @@ class LearnedGame:
     def _speculative(
         self, block: torch.Tensor, gumbel: torch.Tensor, inv_temp: torch.Tensor
     ) -> torch.Tensor:
-        """Fill `block` as _sequential does, with the same tokens for the same noise, in a few
-        forwards instead of K+1: most of a frame repeats the frame before, so `block` starts
-        as the action + the last frame's tokens (a draft), and one forward over all of it
-        checks every draft token at once; everything up to the first token that the sampling
-        changes is kept (the first wrong guess in any game of the batch), and the next
-        forward starts from there. A frame costs 1 + (number of changed tokens) forwards."""
-        n_tokens, start = block.shape[1], 0
+        """Fill `block` as _sequential does (the same tokens for the same noise, up to float
+        rounding: a 17-token forward rounds differently from 17 one-token ones), in fewer
+        forwards: most of a frame repeats the frame before, so `block` starts as the action +
+        the last frame's 16 tokens (a guess), and one forward over all of it checks every
+        guess at once; everything up to the first token that the sampling changes (in any
+        game of the batch) is kept, and the next forward starts from there. A frame costs
+        1 + (number of changed tokens) forwards: it pays while fewer than ~7 of 16 change."""
+        n_tokens, start, h_action = block.shape[1], 0, None
         while start < n_tokens:
             # Padded at the end to K+1 inputs (one compiled shape); the padding is thrown away.
             window = torch.nn.functional.pad(block[:, start:], (0, start))
-            h, sampled, new_kv = self._extend(
+            h, sampled, new_kv = self._forward(
                 window, torch.nn.functional.pad(gumbel[:, start:], (0, 0, 0, start)), inv_temp
             )
-            if start == 0:
-                h_action = h[:, 0]
+            h_action = h[:, 0] if h_action is None else h_action
             guesses = n_tokens - 1 - start  # sampled[:, i] is block[:, start + i + 1]
-            wrong = (sampled[:, :guesses] != block[:, start + 1 :]).any(0)
-            kept = int(wrong.int().argmax()) if bool(wrong.any()) else guesses
+            wrong = (sampled[:, :guesses] != block[:, start + 1 :]).any(0).tolist()
+            kept = wrong.index(True) if True in wrong else guesses
             self.cache.append(new_kv[:, :, :, :, : kept + 1])  # inputs start .. start+kept
             if kept < guesses:
                 block[:, start + kept + 1] = sampled[:, kept]

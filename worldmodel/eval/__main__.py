@@ -36,7 +36,7 @@ DEFAULTS = {
     "rollouts": 32,
     "temperature": 1.0,
     "seed": 0,
-    "compile": True,  # torch.compile the generation step (see LearnedGame)
+    "compile": True,  # torch.compile the world model's forward and the decoder (see LearnedGame)
     "out": "experiments/reports/fidelity",
     "data_dir": "data/val",
     "episodes": VAL_EPISODES,  # the held-out set training validated on

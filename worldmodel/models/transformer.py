@@ -51,11 +51,9 @@ class KVCache:
     def append(self, new_kv: torch.Tensor) -> None:
         """Store the keys/values (L, 2, B, H, n, hd) of n tokens, as Transformer.extend returns
         them (or a prefix of them)."""
-        n = new_kv.shape[4]
-        if self.length + n > self.capacity:
-            raise ValueError(f"{self.length + n} tokens exceed the cache's {self.capacity}")
-        self.kv[:, :, :, :, self.length : self.length + n].copy_(new_kv)
-        self.advance(n)
+        start, n = self.length, new_kv.shape[4]
+        self.advance(n)  # checks there is room first
+        self.kv[:, :, :, :, start : start + n].copy_(new_kv)
 
 
 class CausalSelfAttention(nn.Module):

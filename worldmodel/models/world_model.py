@@ -98,7 +98,8 @@ class WorldModel(nn.Module):
         logits / temperature + `gumbel` (B, T, num_codes) noise is a sample of
         softmax(logits / temperature), and with zero noise the greedy token. Inside the
         compiled graph this costs next to nothing, and fixed noise makes a sample repeatable
-        however the tokens are batched (see LearnedGame's speculative schedule).
+        (up to float rounding) however the tokens are batched (see LearnedGame's speculative
+        schedule).
         Returns hidden (B, T, D), tokens (B, T), keys/values."""
         h, logits, new_kv = self.extend(tokens, position, kv)
         return h, (logits * inv_temperature + gumbel).argmax(-1), new_kv
