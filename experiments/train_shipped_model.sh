@@ -2,7 +2,7 @@
 # How models/pong_tiny.bundle.ckpt was trained: the same segments, in order. Each tokenizer
 # segment resumes the one before it with ckpt_path= (weights, optimizer state and step; the
 # learning rate is the configured one); the world model starts from scratch, then each of
-# its segments is warm-started from the one before (init_from). About 3.5 hours on 2 CPU
+# its segments is warm-started from the one before (init_from). About 5.5 hours on 2 CPU
 # cores. Run from the repository root (PY=echo prints the commands):
 #
 #     bash experiments/train_shipped_model.sh [RUN_ROOT]     # default runs/shipped
@@ -83,4 +83,10 @@ world_model wm4 "${OLD_DATA[@]}" tokenizer_ckpt="$ROOT/tok10_aligned.ckpt" \
 world_model wm5 "${OLD_DATA[@]}" tokenizer_ckpt="$ROOT/tok10_aligned.ckpt" \
   world_model.init_from="$ROOT/wm4/world_model/checkpoints/last.ckpt" \
   world_model.module.lr=1.5e-4 world_model.max_steps=1500
-echo "bundle: $ROOT/wm5/bundle.ckpt"
+# Then fresh data (the DataModule's default: 8 env steps per batch, so the model no longer
+# memorises a small replay buffer): 8,000 steps at 3e-4 and 4,500 at 1e-4.
+world_model wm6 tokenizer_ckpt="$ROOT/tok10_aligned.ckpt" \
+  world_model.init_from="$ROOT/wm5/bundle.ckpt" world_model.module.lr=3e-4 world_model.max_steps=8000
+world_model wm7 tokenizer_ckpt="$ROOT/tok10_aligned.ckpt" \
+  world_model.init_from="$ROOT/wm6/bundle.ckpt" world_model.module.lr=1e-4 world_model.max_steps=4500
+echo "bundle: $ROOT/wm7/bundle.ckpt"
