@@ -13,17 +13,15 @@ that vanishes. Also: how often the most likely code (greedy) lands in each bucke
 """
 
 import argparse
-import functools
 from pathlib import Path
 
 import numpy as np
 import torch
 from report import markdown_table, write_report
+from tokenizer_report import held_out_tracker_episodes
 
 from worldmodel.bundle import load_bundle
-from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
 from worldmodel.engine import to_uint8_frames
-from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.eval.pong_detector import detect
 
 BUCKETS = ("within 1 px", "1-3 px", "over 3 px", "no ball")
@@ -89,17 +87,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(2)
+    bundles = {path: load_bundle(path) for path in args.bundles}
+    # The same held-out play for every bundle: read once (bundles of one game share a spec).
+    episodes = held_out_tracker_episodes(next(iter(bundles.values())).spec, args.data_dir)
     results, rows = {}, []
-    for path in args.bundles:
-        bundle = load_bundle(path)
-        episodes = held_out_episodes(
-            bundle.spec,
-            functools.partial(TrackerPolicy),
-            args.data_dir,
-            VAL_EPISODES,
-            VAL_MAX_STEPS,
-            VAL_SEED,
-        )
+    for path, bundle in bundles.items():
         result = results[str(path)] = distribution(bundle, episodes, args.top)
         rows.append(
             [str(path), str(result["ball_tokens"]), f"{result['p_true_token']:.2f}"]

@@ -9,7 +9,6 @@ little.
 """
 
 import argparse
-import functools
 import subprocess
 import sys
 import time
@@ -17,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 from report import markdown_table, write_report
-from tokenizer_report import evaluate
+from tokenizer_report import evaluate, held_out_frames
 
 from worldmodel.bundle import load_tokenizer
-from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
 from worldmodel.envs import EnvSpec
-from worldmodel.envs.policies import TrackerPolicy
 
 VARIANTS = {
     "full recipe": [],
@@ -59,15 +56,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("experiments/reports"))
     parser.add_argument("--runs", type=Path, default=Path("runs/ablation"))
     args = parser.parse_args()
-    episodes = held_out_episodes(
-        EnvSpec(),
-        functools.partial(TrackerPolicy),
-        "data/val",
-        VAL_EPISODES,
-        VAL_MAX_STEPS,
-        VAL_SEED,
-    )
-    frames = np.concatenate([e.frames[1:] for e in episodes])
+    frames = held_out_frames(EnvSpec(), "data/val")
     results = {}
     for k, (name, overrides) in enumerate(VARIANTS.items()):
         run_dir = args.runs / f"variant{k}"

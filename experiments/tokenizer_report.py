@@ -20,6 +20,7 @@ from PIL import Image
 
 from worldmodel.bundle import load_tokenizer
 from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
+from worldmodel.data.episode import Episode
 from worldmodel.engine import to_uint8_frames
 from worldmodel.envs import EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
@@ -36,13 +37,21 @@ TARGETS = {
 }
 
 
+def held_out_tracker_episodes(
+    spec: EnvSpec, data_dir: str, episodes: int = VAL_EPISODES, max_steps: int = VAL_MAX_STEPS
+) -> list[Episode]:
+    """The held-out tracker episodes that training validates on (collected once into
+    `data_dir`)."""
+    return held_out_episodes(
+        spec, functools.partial(TrackerPolicy), data_dir, episodes, max_steps, seed=VAL_SEED
+    )
+
+
 def held_out_frames(
     spec: EnvSpec, data_dir: str, episodes: int = VAL_EPISODES, max_steps: int = VAL_MAX_STEPS
 ) -> np.ndarray:
-    """The held-out tracker episodes' frames (collected once into `data_dir`)."""
-    found = held_out_episodes(
-        spec, functools.partial(TrackerPolicy), data_dir, episodes, max_steps, seed=VAL_SEED
-    )
+    """The held-out tracker episodes' frames."""
+    found = held_out_tracker_episodes(spec, data_dir, episodes, max_steps)
     # Frame 0 of an episode is drawn in a different palette (before the game starts).
     return np.concatenate([e.frames[1:] for e in found])
 
