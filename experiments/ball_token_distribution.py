@@ -9,7 +9,9 @@ that patch's token and decodes each of its most likely codes in the real frame's
 (the frame's own tokens, that one replaced), then sorts the probability by what the code
 draws: the ball within 1 px of the real ball, 1-3 px away, further, or no ball. A sampled
 dream draws from exactly this: mass far away is a ball that jumps, mass on no ball is a ball
-that vanishes. Also: how often the most likely code (greedy) lands in each bucket.
+that vanishes. Also: how often the most likely code (greedy) lands in each bucket, and both
+by the number of real frames the model had before the predicted one (a segment's second frame
+follows one frame: no velocity to go by; a dream always has several).
 """
 
 import argparse
@@ -39,7 +41,10 @@ def distribution(bundle, episodes, top: int) -> dict:
     k, length = world_model.cfg.tokens_per_frame, world_model.cfg.max_frames
     width = tokenizer.latent_shape[1]
     middle = {r * width + c for r in (1, 2) for c in (1, 2)}
-    mass, greedy, p_true = np.zeros(len(BUCKETS) + 1), np.zeros(len(BUCKETS)), []
+    # Per context length (real frames before the predicted one): bucket masses / greedy hits.
+    mass = np.zeros((length, len(BUCKETS) + 1))
+    greedy = np.zeros((length, len(BUCKETS)))
+    p_true = []
     for episode in episodes:
         found = detect(episode.frames)
         tokens = tokenizer.encode(torch.from_numpy(episode.frames))
@@ -66,16 +71,29 @@ def distribution(bundle, episodes, top: int) -> dict:
                     drawn.ball_present, np.hypot(*(drawn.ball_xy - found.ball_xy[frame]).T)
                 )
                 weights = predicted[candidates].numpy()
-                mass[: len(BUCKETS)] += np.bincount(where, weights, minlength=len(BUCKETS))
-                mass[-1] += 1.0 - weights.sum()  # outside the top codes: not decoded
-                greedy[where[0]] += 1
+                mass[t, : len(BUCKETS)] += np.bincount(where, weights, minlength=len(BUCKETS))
+                mass[t, -1] += 1.0 - weights.sum()  # outside the top codes: not decoded
+                greedy[t, where[0]] += 1
                 p_true.append(float(predicted[tokens[frame, cell]]))
-    n = max(len(p_true), 1)
+    mass_names = (*BUCKETS, f"outside top {top}")
+    counts = greedy.sum(1)
+
+    def shares(names, totals, n):
+        return dict(zip(names, (totals / max(n, 1)).tolist(), strict=True))
+
     return {
         "ball_tokens": len(p_true),
-        "mass": dict(zip((*BUCKETS, f"outside top {top}"), (mass / n).tolist(), strict=True)),
-        "greedy": dict(zip(BUCKETS, (greedy / n).tolist(), strict=True)),
+        "mass": shares(mass_names, mass.sum(0), len(p_true)),
+        "greedy": shares(BUCKETS, greedy.sum(0), len(p_true)),
         "p_true_token": float(np.mean(p_true)) if p_true else float("nan"),
+        "by_context_frames": {
+            t: {
+                "ball_tokens": int(counts[t]),
+                "mass": shares(mass_names, mass[t], counts[t]),
+                "greedy": shares(BUCKETS, greedy[t], counts[t]),
+            }
+            for t in range(1, length)
+        },
     }
 
 
@@ -90,7 +108,7 @@ def main() -> None:
     bundles = {path: load_bundle(path) for path in args.bundles}
     # The same held-out play for every bundle: read once (bundles of one game share a spec).
     episodes = held_out_tracker_episodes(next(iter(bundles.values())).spec, args.data_dir)
-    results, rows = {}, []
+    results, rows, context_rows = {}, [], []
     for path, bundle in bundles.items():
         result = results[str(path)] = distribution(bundle, episodes, args.top)
         rows.append(
@@ -98,15 +116,26 @@ def main() -> None:
             + [f"{v:.0%}" for v in result["mass"].values()]
             + [f"{v:.0%}" for v in result["greedy"].values()]
         )
+        for t, part in result["by_context_frames"].items():
+            context_rows.append(
+                [str(path), str(t), str(part["ball_tokens"])]
+                + [f"{part['greedy'][b]:.0%}" for b in ("within 1 px", "over 3 px")]
+                + [f"{part['mass'][b]:.0%}" for b in ("over 3 px", "no ball")]
+            )
     header = ["bundle", "ball tokens", "p(true code)"]
     header += [f"sampled: {b}" for b in (*BUCKETS, f"outside top {args.top}")]
     header += [f"greedy: {b}" for b in BUCKETS]
+    context_header = ["bundle", "real frames before", "ball tokens"]
+    context_header += ["greedy: within 1 px", "greedy: over 3 px"]
+    context_header += ["sampled: over 3 px", "sampled: no ball"]
     write_report(
         args.out,
         "ball_token_distribution",
         "Where the world model's probability for the ball token goes (teacher forced)",
         "python experiments/ball_token_distribution.py " + " ".join(map(str, args.bundles)),
-        markdown_table(header, rows),
+        markdown_table(header, rows)
+        + "\n\nBy the number of real frames before the predicted one:\n\n"
+        + markdown_table(context_header, context_rows),
         results,
     )
 

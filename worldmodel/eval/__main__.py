@@ -115,9 +115,17 @@ def motion_table(motion: dict) -> str:
         ("ball_seen", "seen (fraction of frames)"),
         ("ball_moving", "moved 2 px or more in two steps (fraction)"),
         ("horizontal_reversals_per_100", "horizontal reversals (paddle hits, serves) / 100 steps"),
+        ("horizontal_reversals_middle_per_100", "... of them in the middle half (jitter)"),
         ("vertical_reversals_per_100", "vertical reversals (wall bounces) / 100 steps"),
+        ("vertical_reversals_middle_per_100", "... of them in the middle half (jitter)"),
     ):
         lines.append(f"| {name} | " + " | ".join(f"{motion[s][key]:.2f}" for s in sources) + " |")
+    lost = (
+        " / ".join(f"{v:.1f}" for v in motion[s]["ball_lost_per_100_by_quarter"]) for s in sources
+    )
+    lines.append(
+        "| lost / 100 steps, by quarter of the width last seen in | " + " | ".join(lost) + " |"
+    )
     return "\n".join(lines)
 
 

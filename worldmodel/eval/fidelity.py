@@ -142,18 +142,19 @@ def per_step_metrics(
     }
 
 
-def _reversals(moves: np.ndarray, min_move_px: float) -> int:
-    """Sign changes along one track of moves (nan where the ball was not seen at both ends).
-    Moves under `min_move_px` are skipped: the ball stands almost still for a step at a
-    paddle or a wall."""
-    count, direction = 0, 0.0
-    for move in moves:
+def _reversals(moves: np.ndarray, min_move_px: float) -> list[int]:
+    """The moves (indices) that reverse the one before, along one track of moves (nan where
+    the ball was not seen at both ends). Moves under `min_move_px` are skipped: the ball
+    stands almost still for a step at a paddle or a wall."""
+    reversing, direction = [], 0.0
+    for i, move in enumerate(moves):
         if np.isnan(move):
             direction = 0.0  # the ball was lost: a reappearing ball starts a new track
         elif abs(move) >= min_move_px:
-            count += int(bool(direction) and np.sign(move) != direction)
+            if direction and np.sign(move) != direction:
+                reversing.append(i)
             direction = np.sign(move)
-    return count
+    return reversing
 
 
 def ball_motion(
@@ -161,17 +162,23 @@ def ball_motion(
     objects: PongObjects | None = None,
     span: int = 2,
     min_move_px: float = 2.0,
-) -> dict[str, float]:
+) -> dict[str, float | list[float]]:
     """Does the ball behave like a Pong ball? Over rollouts (B, H, h, w, 3), each judged on
     its own track: how often a ball is seen, how often a seen ball moved, and how often its
     motion reverses (per 100 steps): horizontally where a paddle returns it, vertically where
     it bounces off a wall. A dream that keeps the ball still or lets it drift never
-    reverses, one that jitters reverses all the time: compare with the real frames.
+    reverses, one that jitters reverses all the time: compare with the real frames. The real
+    ball turns only near the frame's edges (paddles, walls), so reversals in the middle half
+    of the frame along that axis are counted apart: a dream's jitter, not its bounces.
 
     Motion is measured over `span` steps: the real ball moves 1.5-1.75 px per step across a
     64-px frame, about 3 px in two, so the pixel or so that a reconstruction shifts it by
-    cannot pass for a reversal. `objects`: detect_rollouts(frames), where the caller has it."""
-    b, h = frames.shape[:2]
+    cannot pass for a reversal. `objects`: detect_rollouts(frames), where the caller has it.
+
+    Also where balls get lost (seen, then not), per 100 steps, by the quarter of the frame's
+    width they were last seen in: the real ball leaves only past a paddle (a point), a dream's
+    may vanish anywhere, e.g. where it meets a paddle."""
+    b, h, height, width = frames.shape[:4]
     if objects is None:
         objects = detect_rollouts(frames)
     xy = objects.ball_xy.reshape(b, h, 2)
@@ -179,15 +186,20 @@ def ball_motion(
     seen = ~np.isnan(moves[..., 0])
     moving = (np.abs(moves[seen]) >= min_move_px).any(-1)
     steps = b * h / 100
-    return {
+    present = objects.ball_present.reshape(b, h)
+    lost = present[:, :-1] & ~present[:, 1:]
+    quarter = np.clip(xy[:, :-1, 0][lost] * 4 // width, 0, 3).astype(int)
+    result = {
+        "ball_lost_per_100_by_quarter": (np.bincount(quarter, minlength=4) / steps).tolist(),
         "ball_seen": float(objects.ball_present.mean()),
         "ball_moving": float(moving.mean()) if seen.any() else 0.0,
-        **{
-            f"{axis}_reversals_per_100": sum(_reversals(m, min_move_px) for m in moves[..., i])
-            / steps
-            for i, axis in enumerate(("horizontal", "vertical"))
-        },
     }
+    for i, (axis, size) in enumerate((("horizontal", width), ("vertical", height))):
+        turns = [xy[r, t, i] for r in range(b) for t in _reversals(moves[r, :, i], min_move_px)]
+        middle = [size / 4 <= position < 3 * size / 4 for position in turns]
+        result[f"{axis}_reversals_per_100"] = len(turns) / steps
+        result[f"{axis}_reversals_middle_per_100"] = sum(middle) / steps
+    return result
 
 
 def reward_events(real: np.ndarray, imagined: np.ndarray, slack: int = 2) -> dict[str, float]:
