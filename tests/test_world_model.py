@@ -149,13 +149,13 @@ def test_a_failed_compile_warns_and_runs_uncompiled(monkeypatch):
     assert step.compiled is None  # and from then on it runs uncompiled
 
 
-@pytest.mark.parametrize("greedy", [False, True])
-def test_speculative_and_sequential_generation_make_the_same_frames(greedy):
+@pytest.mark.parametrize(("greedy", "top_p"), [(False, 1.0), (True, 1.0), (False, 0.5)])
+def test_speculative_and_sequential_generation_make_the_same_frames(greedy, top_p):
     frames = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
     runs, forwards = [], []
     for speculative in (False, True):
         game = make_game(max_frames=3)  # 8 steps slide the window three times
-        game.speculative, game.greedy = speculative, greedy
+        game.speculative, game.greedy, game.top_p = speculative, greedy, top_p
         with torch.no_grad():  # code 5 likely but not sure: some guesses right, some wrong
             game.world_model.obs_head[-1].bias[5] = 6.0
         game.reset(frames)
@@ -183,6 +183,23 @@ def test_a_frame_that_repeats_the_last_costs_one_speculative_forward(batch, spec
     before = game.forwards
     game.step(torch.full((batch,), 3))  # all 16 guesses right: one forward checks them
     assert game.forwards - before == forwards
+
+
+def test_nucleus_keeps_the_fewest_likely_tokens_that_reach_top_p():
+    from worldmodel.models.world_model import nucleus
+
+    logits = torch.tensor([0.15, 0.5, 0.05, 0.3]).log()  # most likely first: 1, 3, 0, 2
+    kept = {p: torch.isfinite(nucleus(logits, torch.tensor(p))).tolist() for p in (0.5, 0.7, 1.0)}
+    assert kept[0.5] == [False, True, False, False]
+    assert kept[0.7] == [False, True, False, True]
+    assert kept[1.0] == [True] * 4
+    # Gumbel-max over the truncated logits samples only the nucleus, in its proportions.
+    torch.manual_seed(0)
+    gumbel = -torch.log(-torch.log(torch.rand(20000, 4)))
+    picks = (nucleus(logits, torch.tensor(0.7)) + gumbel).argmax(-1)
+    counts = torch.bincount(picks, minlength=4) / len(picks)
+    assert counts[0] == counts[2] == 0
+    assert abs(counts[1] - 0.5 / 0.8) < 0.02
 
 
 def test_greedy_generation_is_deterministic_and_seeded_sampling_repeats():

@@ -54,6 +54,10 @@ class CompiledOrEager:
             return self.fn(*args)
 
 
+# (1 / temperature, top_p) as 0-dim tensors: the sampling settings of one step
+Sampling = tuple[torch.Tensor, torch.Tensor]
+
+
 def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) float in [0, 1] -> (B, H, W, 3) uint8."""
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
@@ -66,13 +70,16 @@ class LearnedGame:
         world_model: WorldModel,
         *,
         temperature: float = 1.0,
+        top_p: float = 1.0,
         greedy: bool = False,
         seed: int | None = None,
         keep_frames: int | None = None,
         compile: bool = False,
         speculative: bool | None = None,
     ) -> None:
-        """`speculative`: True / False picks the schedule (see the module docstring); None
+        """`top_p` < 1 samples from the nucleus only: the most likely tokens that make up
+        that much of the probability (cuts the unlikely tail: a ball that jumps).
+        `speculative`: True / False picks the schedule (see the module docstring); None
         speculates for a single game (play) and goes sequentially for batches."""
         self.tokenizer, self.world_model = tokenizer.eval(), world_model.eval()
         # Shapes are static (see Transformer.extend), so each compiles once per batch size and
@@ -81,7 +88,7 @@ class LearnedGame:
         self._extend_and_sample = CompiledOrEager(world_model.extend_and_sample, compile)
         self._decode = CompiledOrEager(tokenizer.decode, compile)
         self.cfg = world_model.cfg
-        self.temperature, self.greedy = temperature, greedy
+        self.temperature, self.top_p, self.greedy = temperature, top_p, greedy
         self.speculative = speculative
         self.forwards = 0  # world-model forwards so far (both schedules count them)
         self.device = next(world_model.parameters()).device
@@ -141,21 +148,22 @@ class LearnedGame:
         return noise
 
     def _forward(
-        self, tokens: torch.Tensor, gumbel: torch.Tensor, inv_temp: torch.Tensor
+        self, tokens: torch.Tensor, gumbel: torch.Tensor, sampling: Sampling
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Read (B, T) tokens after the cached ones -> hidden, the sampled next tokens, their
         keys/values (the caller appends those it keeps)."""
         self.forwards += 1
-        return self._extend_and_sample(tokens, self.cache.position, self.cache.kv, inv_temp, gumbel)
+        position, kv = self.cache.position, self.cache.kv
+        return self._extend_and_sample(tokens, position, kv, *sampling, gumbel)
 
     def _sequential(
-        self, block: torch.Tensor, gumbel: torch.Tensor, inv_temp: torch.Tensor
+        self, block: torch.Tensor, gumbel: torch.Tensor, sampling: Sampling
     ) -> torch.Tensor:
         """Fill `block` (B, K+1: the action, then the frame's tokens to generate) one token at
         a time; returns the hidden state at the action."""
         h_action = None
         for j in range(block.shape[1]):
-            h, sampled, new_kv = self._forward(block[:, j : j + 1], gumbel[:, j : j + 1], inv_temp)
+            h, sampled, new_kv = self._forward(block[:, j : j + 1], gumbel[:, j : j + 1], sampling)
             self.cache.append(new_kv)
             h_action = h[:, 0] if h_action is None else h_action
             if j + 1 < block.shape[1]:
@@ -163,7 +171,7 @@ class LearnedGame:
         return h_action
 
     def _speculative(
-        self, block: torch.Tensor, gumbel: torch.Tensor, inv_temp: torch.Tensor
+        self, block: torch.Tensor, gumbel: torch.Tensor, sampling: Sampling
     ) -> torch.Tensor:
         """Fill `block` as _sequential does (the same tokens for the same noise, up to float
         rounding: a 17-token forward rounds differently from 17 one-token ones), in fewer
@@ -177,7 +185,7 @@ class LearnedGame:
             # Padded at the end to K+1 inputs (one compiled shape); the padding is thrown away.
             window = torch.nn.functional.pad(block[:, start:], (0, start))
             h, sampled, new_kv = self._forward(
-                window, torch.nn.functional.pad(gumbel[:, start:], (0, 0, 0, start)), inv_temp
+                window, torch.nn.functional.pad(gumbel[:, start:], (0, 0, 0, start)), sampling
             )
             h_action = h[:, 0] if h_action is None else h_action
             guesses = n_tokens - 1 - start  # sampled[:, i] is block[:, start + i + 1]
@@ -205,12 +213,15 @@ class LearnedGame:
             )
             self._prefill()
         actions = actions.to(self.device).long().view(-1)
-        # A tensor, so a new temperature (+/- in the app) does not recompile; once per frame.
-        inv_temp = torch.tensor(1.0 / self.temperature if self.temperature > 0 else 1.0)
+        # Tensors, so a new temperature (+/- in the app) does not recompile; once per frame.
+        sampling = (
+            torch.tensor(1.0 / self.temperature if self.temperature > 0 else 1.0),
+            torch.tensor(float(self.top_p)),
+        )
         block = torch.cat([actions[:, None] + self.cfg.num_codes, self.frame_tokens[:, -1]], 1)
         speculate = self.speculative if self.speculative is not None else len(actions) == 1
         generate = self._speculative if speculate else self._sequential
-        h = generate(block, self._gumbel(len(actions)), inv_temp)
+        h = generate(block, self._gumbel(len(actions)), sampling)
         rewards = self.world_model.reward_head(h).argmax(-1) - 1
         ends = self.world_model.end_head(h).argmax(-1) == 1
         tokens = block[:, 1:]

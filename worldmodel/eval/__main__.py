@@ -35,6 +35,7 @@ DEFAULTS = {
     "horizon": 60,
     "rollouts": 32,
     "temperature": 1.0,
+    "top_p": 1.0,  # sample from the nucleus of this much probability (1: all of it)
     "seed": 0,
     "compile": True,  # torch.compile the world model's forward and the decoder (see LearnedGame)
     "out": "experiments/reports/fidelity",
@@ -68,6 +69,7 @@ def evaluate(cfg) -> dict:
             cfg.rollouts,
             cfg.temperature,
             cfg.seed,
+            top_p=cfg.top_p,
             greedy=greedy,
             compile=cfg.compile,
         )

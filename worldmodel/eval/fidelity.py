@@ -49,6 +49,7 @@ def roll_out(
     n: int,
     temperature: float = 1.0,
     seed: int = 0,
+    top_p: float = 1.0,
     greedy: bool = False,
     compile: bool = False,
 ) -> Rollouts:
@@ -62,6 +63,7 @@ def roll_out(
         bundle.tokenizer,
         bundle.world_model,
         temperature=temperature,
+        top_p=top_p,
         seed=seed,
         greedy=greedy,
         compile=compile,

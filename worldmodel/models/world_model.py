@@ -14,6 +14,17 @@ from torch import nn
 from worldmodel.models.transformer import KVCache, Transformer, TransformerConfig, init_gpt2_weights
 
 
+def nucleus(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Nucleus (top-p) truncation: logits (..., V) with -inf outside the smallest set of most
+    likely tokens whose probability reaches `top_p` (a 0-dim tensor; 1 keeps every token).
+    The most likely token always stays, so greedy picks are unchanged."""
+    ordered, order = logits.sort(-1, descending=True)
+    probs = ordered.softmax(-1)
+    before = probs.cumsum(-1) - probs  # the mass of the tokens more likely than each
+    drop = (before >= top_p) & (top_p < 1)  # cumsum's rounding must not cut at top_p = 1
+    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+
+
 @dataclass
 class WorldModelConfig:
     tokens_per_frame: int = 16
@@ -92,17 +103,18 @@ class WorldModel(nn.Module):
         position: torch.Tensor,
         kv: torch.Tensor,
         inv_temperature: torch.Tensor,
+        top_p: torch.Tensor,
         gumbel: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """extend() that also picks each position's next token by Gumbel-max: the argmax of
         logits / temperature + `gumbel` (B, T, num_codes) noise is a sample of
-        softmax(logits / temperature), and with zero noise the greedy token. Inside the
-        compiled graph this costs next to nothing, and fixed noise makes a sample repeatable
-        (up to float rounding) however the tokens are batched (see LearnedGame's speculative
-        schedule).
+        softmax(logits / temperature) (restricted to its `top_p` nucleus), and with zero
+        noise the greedy token. Inside the compiled graph this costs next to nothing, and
+        fixed noise makes a sample repeatable (up to float rounding) however the tokens are
+        batched (see LearnedGame's speculative schedule).
         Returns hidden (B, T, D), tokens (B, T), keys/values."""
         h, logits, new_kv = self.extend(tokens, position, kv)
-        return h, (logits * inv_temperature + gumbel).argmax(-1), new_kv
+        return h, (nucleus(logits * inv_temperature, top_p) + gumbel).argmax(-1), new_kv
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> WorldModelOutput:
         h = self.hidden(tokens, cache)

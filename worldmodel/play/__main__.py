@@ -23,6 +23,7 @@ def main(argv: list[str]) -> int:
             fps=cfg.fps,
             scale=cfg.scale,
             temperature=cfg.temperature,
+            top_p=cfg.top_p,
             greedy=cfg.greedy,
             seed=cfg.seed,
             compile=cfg.compile,

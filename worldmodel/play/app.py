@@ -27,6 +27,7 @@ class PlaySettings:
     fps: int = 30
     scale: int = 6
     temperature: float = 1.0
+    top_p: float = 1.0
     greedy: bool = False
     seed: int = 0
     compile: bool = True
@@ -62,6 +63,7 @@ class PlayApp:
             bundle.tokenizer,
             bundle.world_model,
             temperature=s.temperature,
+            top_p=s.top_p,
             greedy=s.greedy,
             seed=s.seed,
             compile=s.compile,
@@ -209,6 +211,8 @@ class PlayApp:
             self._blit(self.dream_frame, self.size)
         fps = len(self.frame_times) / max(sum(self.frame_times), 1e-6)
         sampling = "greedy" if self.game.greedy else f"temp {self.game.temperature:.1f}"
+        if self.game.top_p < 1 and not self.game.greedy:
+            sampling += f" top-p {self.game.top_p:.2f}"
         score = self.real_score if mode == "real" else self.score
         text = (
             f"{'REAL | DREAM' if mode == 'side' else mode.upper()}  "
