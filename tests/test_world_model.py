@@ -8,9 +8,10 @@ from worldmodel.models.world_model import WorldModel, WorldModelConfig
 from .test_tokenizer import TINY
 
 
-def tiny_world_model(max_frames: int = 4) -> WorldModel:
+def tiny_world_model(max_frames: int = 4, place_rank: int = 0) -> WorldModel:
     torch.manual_seed(0)
     cfg = WorldModelConfig(
+        place_rank=place_rank,
         tokens_per_frame=16,
         num_codes=64,
         num_actions=6,
@@ -20,11 +21,16 @@ def tiny_world_model(max_frames: int = 4) -> WorldModel:
         d_model=32,
         dropout=0.0,
     )
-    return WorldModel(cfg).eval()
+    model = WorldModel(cfg).eval()
+    if place_rank:  # place vectors that matter (they start at zero)
+        torch.nn.init.normal_(model.place_in_proj.weight, std=0.5)
+        torch.nn.init.normal_(model.place_out_proj.weight, std=0.5)
+    return model
 
 
-def test_cached_and_uncached_logits_agree_over_several_frames():
-    model = tiny_world_model()
+@pytest.mark.parametrize("place_rank", [0, 4])
+def test_cached_and_uncached_logits_agree_over_several_frames(place_rank):
+    model = tiny_world_model(place_rank=place_rank)
     tokens = torch.randint(0, 64, (2, 3, 16))
     actions = torch.randint(0, 6, (2, 3))
     sequence = model.interleave(tokens, actions)  # 3 frames = 51 tokens
@@ -70,12 +76,35 @@ def test_interleave_offsets_actions_past_the_codebook():
     assert sequence[0, 16] == 64 + 3 and sequence[0, 33] == 64 + 5
 
 
+def test_place_vectors_start_as_the_model_without_them_and_tell_places_apart(tmp_path):
+    from worldmodel.train import warm_start
+
+    shared = tiny_world_model()
+    sequence = shared.interleave(torch.randint(0, 64, (2, 3, 16)), torch.randint(0, 6, (2, 3)))
+    path = tmp_path / "shared.ckpt"  # as a world-model stage's checkpoint holds it
+    torch.save(
+        {"state_dict": {f"world_model.{k}": v for k, v in shared.state_dict().items()}}, path
+    )
+    placed = WorldModel(WorldModelConfig(**{**vars(shared.cfg), "place_rank": 4})).eval()
+    warm_start(placed, path)
+    with torch.no_grad():
+        assert torch.equal(placed(sequence).obs_logits, shared(sequence).obs_logits)
+        torch.nn.init.normal_(placed.place_in_proj.weight)
+        # The same id at two places of a frame: one embedding without place vectors, two with.
+        same_id = torch.full((1, 2), 7)
+        assert not torch.equal(*placed._embed(same_id, 0)[0])
+        assert torch.equal(*shared._embed(same_id, 0)[0])
+
+
 def make_game(
-    max_frames: int = 4, keep_frames: int | None = None, compile: bool = False
+    max_frames: int = 4,
+    keep_frames: int | None = None,
+    compile: bool = False,
+    place_rank: int = 0,
 ) -> LearnedGame:
     torch.manual_seed(0)
     tokenizer = Tokenizer(TokenizerConfig(**TINY))
-    world_model = tiny_world_model(max_frames)
+    world_model = tiny_world_model(max_frames, place_rank)
     return LearnedGame(tokenizer, world_model, seed=0, keep_frames=keep_frames, compile=compile)
 
 
@@ -149,12 +178,15 @@ def test_a_failed_compile_warns_and_runs_uncompiled(monkeypatch):
     assert step.compiled is None  # and from then on it runs uncompiled
 
 
-@pytest.mark.parametrize(("greedy", "top_p"), [(False, 1.0), (True, 1.0), (False, 0.5)])
-def test_speculative_and_sequential_generation_make_the_same_frames(greedy, top_p):
+@pytest.mark.parametrize(
+    ("greedy", "top_p", "place_rank"),
+    [(False, 1.0, 0), (True, 1.0, 0), (False, 0.5, 0), (False, 1.0, 4)],
+)
+def test_speculative_and_sequential_generation_make_the_same_frames(greedy, top_p, place_rank):
     frames = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
     runs, forwards = [], []
     for speculative in (False, True):
-        game = make_game(max_frames=3)  # 8 steps slide the window three times
+        game = make_game(max_frames=3, place_rank=place_rank)  # 8 steps: three slides
         game.speculative, game.greedy, game.top_p = speculative, greedy, top_p
         with torch.no_grad():  # code 5 likely but not sure: some guesses right, some wrong
             game.world_model.obs_head[-1].bias[5] = 6.0

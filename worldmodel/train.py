@@ -121,7 +121,11 @@ def warm_start(world_model: torch.nn.Module, path: str) -> None:
     tokenizer the rows tied to token ids (token embedding, output head) carry over only as
     far as its ids keep their meaning (experiments/align_token_ids.py renumbers them)."""
     mismatch = f"{path}: its world model does not fit world_model's config"
-    load_weights(world_model, load_world_model_weights(path), mismatch)
+    weights = load_world_model_weights(path)
+    # A model without place vectors (place_rank=0) carries over into one with them: those
+    # keep their initialisation, which leaves the model's outputs as they were.
+    places = {k: v for k, v in world_model.state_dict().items() if k.startswith("place_")}
+    load_weights(world_model, {**places, **weights}, mismatch)
     log.info("world model initialised from %s", path)
 
 

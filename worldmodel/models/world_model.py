@@ -35,6 +35,12 @@ class WorldModelConfig:
     n_heads: int = 4
     d_model: int = 256
     dropout: float = 0.1
+    # With a codebook per token position (the tokenizer's codebook_per_position) an id means
+    # something else at each place in the frame, while the embedding and the output head are
+    # one row per id. place_rank > 0 gives every (place, id) pair a private vector of this
+    # size, projected into the input embedding and into the output logits; the projections
+    # start at zero, so the model starts as the one without them (world_model.init_from).
+    place_rank: int = 0
 
     def __post_init__(self) -> None:
         if self.max_frames < 2:
@@ -76,7 +82,16 @@ class WorldModel(nn.Module):
         self.obs_head = head(cfg.d_model, cfg.num_codes)
         self.reward_head = head(cfg.d_model, 3)
         self.end_head = head(cfg.d_model, 2)
+        if cfg.place_rank:
+            places, rank = cfg.tokens_per_frame, cfg.place_rank
+            self.place_in = nn.Embedding(places * cfg.num_codes, rank)
+            self.place_in_proj = nn.Linear(rank, cfg.d_model, bias=False)
+            self.place_out = nn.Parameter(torch.empty(places, cfg.num_codes, rank))
+            self.place_out_proj = nn.Linear(cfg.d_model, rank, bias=False)
         init_gpt2_weights(self, cfg.n_layers)
+        if cfg.place_rank:
+            nn.init.zeros_(self.place_in_proj.weight)
+            nn.init.zeros_(self.place_out_proj.weight)
 
     def interleave(self, frame_tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """(B, L, K) frame tokens and (B, L) actions -> (B, L*(K+1)) one sequence."""
@@ -85,8 +100,36 @@ class WorldModel(nn.Module):
     def new_cache(self, batch: int, device: torch.device) -> KVCache:
         return KVCache(self.transformer_cfg, batch, device)
 
+    def _slots(self, start: int | torch.Tensor, n: int) -> torch.Tensor:
+        """Where in its frame block (0..K-1 a frame token, K the action) each of n tokens
+        from sequence position `start` on sits."""
+        device = self.embed.weight.device
+        return (start + torch.arange(n, device=device)) % self.cfg.block_len
+
+    def _embed(self, tokens: torch.Tensor, start: int | torch.Tensor) -> torch.Tensor:
+        """(B, T) tokens that start at sequence position `start` -> (B, T, D)."""
+        x = self.embed(tokens)
+        if not self.cfg.place_rank:
+            return x
+        k, v = self.cfg.tokens_per_frame, self.cfg.num_codes
+        slots = self._slots(start, tokens.shape[1])
+        # Action slots look up a frame-token row (ids clamped) that the mask then drops.
+        pair = slots.clamp(max=k - 1) * v + tokens.clamp(max=v - 1)
+        return x + self.place_in_proj(self.place_in(pair)) * (slots < k)[:, None]
+
+    def _obs_logits(self, h: torch.Tensor, start: int | torch.Tensor) -> torch.Tensor:
+        """Next-token logits (B, T, num_codes) from the hidden states of tokens at `start`..:
+        the token after slot s is the frame token at place s + 1 (after the action: place 0)."""
+        logits = self.obs_head(h)
+        if not self.cfg.place_rank:
+            return logits
+        k = self.cfg.tokens_per_frame
+        # The last frame token predicts the action: no frame token, any place will do.
+        places = ((self._slots(start, h.shape[1]) + 1) % self.cfg.block_len).clamp(max=k - 1)
+        return logits + torch.einsum("btr,tvr->btv", self.place_out_proj(h), self.place_out[places])
+
     def hidden(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        return self.transformer(self.embed(tokens), cache)
+        return self.transformer(self._embed(tokens, 0 if cache is None else cache.length), cache)
 
     def extend(
         self, tokens: torch.Tensor, position: torch.Tensor, kv: torch.Tensor
@@ -94,8 +137,8 @@ class WorldModel(nn.Module):
         """Generation: T tokens per sequence (B, T) after the `position` cached ones, against
         a cache's `kv` (read only) -> hidden (B, T, D), next-token logits (B, T, num_codes),
         the tokens' keys/values. See Transformer.extend."""
-        h, new_kv = self.transformer.extend(self.embed(tokens), position, kv)
-        return h, self.obs_head(h), new_kv
+        h, new_kv = self.transformer.extend(self._embed(tokens, position), position, kv)
+        return h, self._obs_logits(h, position), new_kv
 
     def extend_and_sample(
         self,
@@ -117,8 +160,10 @@ class WorldModel(nn.Module):
         return h, (nucleus(logits * inv_temperature, top_p) + gumbel).argmax(-1), new_kv
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> WorldModelOutput:
+        start = 0 if cache is None else cache.length
         h = self.hidden(tokens, cache)
-        return WorldModelOutput(h, self.obs_head(h), self.reward_head(h), self.end_head(h))
+        obs_logits = self._obs_logits(h, start)
+        return WorldModelOutput(h, obs_logits, self.reward_head(h), self.end_head(h))
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         """Weight decay on matrices of linear layers only (not norms, biases, embeddings)."""
