@@ -54,8 +54,8 @@ class CompiledOrEager:
             return self.fn(*args)
 
 
-# (1 / temperature, top_p) as 0-dim tensors: the sampling settings of one step
-Sampling = tuple[torch.Tensor, torch.Tensor]
+# (1 / temperature, top_p) as 0-dim tensors (top_p None: no truncation, and no sort)
+Sampling = tuple[torch.Tensor, torch.Tensor | None]
 
 
 def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -216,7 +216,7 @@ class LearnedGame:
         # Tensors, so a new temperature (+/- in the app) does not recompile; once per frame.
         sampling = (
             torch.tensor(1.0 / self.temperature if self.temperature > 0 else 1.0),
-            torch.tensor(float(self.top_p)),
+            torch.tensor(float(self.top_p)) if self.top_p < 1 else None,
         )
         block = torch.cat([actions[:, None] + self.cfg.num_codes, self.frame_tokens[:, -1]], 1)
         speculate = self.speculative if self.speculative is not None else len(actions) == 1

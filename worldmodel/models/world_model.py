@@ -146,18 +146,21 @@ class WorldModel(nn.Module):
         position: torch.Tensor,
         kv: torch.Tensor,
         inv_temperature: torch.Tensor,
-        top_p: torch.Tensor,
+        top_p: torch.Tensor | None,
         gumbel: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """extend() that also picks each position's next token by Gumbel-max: the argmax of
         logits / temperature + `gumbel` (B, T, num_codes) noise is a sample of
-        softmax(logits / temperature) (restricted to its `top_p` nucleus), and with zero
+        softmax(logits / temperature) (restricted to its `top_p` nucleus unless None), and with zero
         noise the greedy token. Inside the compiled graph this costs next to nothing, and
         fixed noise makes a sample repeatable (up to float rounding) however the tokens are
         batched (see LearnedGame's speculative schedule).
         Returns hidden (B, T, D), tokens (B, T), keys/values."""
         h, logits, new_kv = self.extend(tokens, position, kv)
-        return h, (nucleus(logits * inv_temperature, top_p) + gumbel).argmax(-1), new_kv
+        logits = logits * inv_temperature
+        if top_p is not None:
+            logits = nucleus(logits, top_p)
+        return h, (logits + gumbel).argmax(-1), new_kv
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> WorldModelOutput:
         start = 0 if cache is None else cache.length
