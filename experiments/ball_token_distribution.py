@@ -11,7 +11,7 @@ draws: the ball within 1 px of the real ball, 1-3 px away, further, or no ball. 
 dream draws from exactly this: mass far away is a ball that jumps, mass on no ball is a ball
 that vanishes. Also: how often the most likely code (greedy) lands in each bucket, and both
 by the number of real frames the model had before the predicted one (a segment's second frame
-follows one frame: no velocity to go by; a dream always has several).
+follows one frame: no velocity to go by; a dream has several after its first step).
 """
 
 import argparse
@@ -41,7 +41,8 @@ def distribution(bundle, episodes, top: int) -> dict:
     k, length = world_model.cfg.tokens_per_frame, world_model.cfg.max_frames
     width = tokenizer.latent_shape[1]
     middle = {r * width + c for r in (1, 2) for c in (1, 2)}
-    # Per context length (real frames before the predicted one): bucket masses / greedy hits.
+    # Per context length t (real frames before the predicted one; row 0 stays empty): bucket
+    # masses / greedy hits.
     mass = np.zeros((length, len(BUCKETS) + 1))
     greedy = np.zeros((length, len(BUCKETS)))
     p_true = []
@@ -76,10 +77,11 @@ def distribution(bundle, episodes, top: int) -> dict:
                 greedy[t, where[0]] += 1
                 p_true.append(float(predicted[tokens[frame, cell]]))
     mass_names = (*BUCKETS, f"outside top {top}")
-    counts = greedy.sum(1)
+    tokens_by_t = greedy.sum(1)
 
-    def shares(names, totals, n):
-        return dict(zip(names, (totals / max(n, 1)).tolist(), strict=True))
+    def shares(names: tuple[str, ...], totals: np.ndarray, n: float) -> dict[str, float]:
+        """Each bucket's share of n tokens (nan without any)."""
+        return dict(zip(names, (totals / n if n else totals * np.nan).tolist(), strict=True))
 
     return {
         "ball_tokens": len(p_true),
@@ -88,9 +90,9 @@ def distribution(bundle, episodes, top: int) -> dict:
         "p_true_token": float(np.mean(p_true)) if p_true else float("nan"),
         "by_context_frames": {
             t: {
-                "ball_tokens": int(counts[t]),
-                "mass": shares(mass_names, mass[t], counts[t]),
-                "greedy": shares(BUCKETS, greedy[t], counts[t]),
+                "ball_tokens": int(tokens_by_t[t]),
+                "mass": shares(mass_names, mass[t], tokens_by_t[t]),
+                "greedy": shares(BUCKETS, greedy[t], tokens_by_t[t]),
             }
             for t in range(1, length)
         },
@@ -119,8 +121,8 @@ def main() -> None:
         for t, part in result["by_context_frames"].items():
             context_rows.append(
                 [str(path), str(t), str(part["ball_tokens"])]
-                + [f"{part['greedy'][b]:.0%}" for b in ("within 1 px", "over 3 px")]
-                + [f"{part['mass'][b]:.0%}" for b in ("over 3 px", "no ball")]
+                + [f"{part['greedy'][b]:.0%}" for b in (BUCKETS[0], BUCKETS[2])]
+                + [f"{part['mass'][b]:.0%}" for b in (BUCKETS[2], BUCKETS[3])]
             )
     header = ["bundle", "ball tokens", "p(true code)"]
     header += [f"sampled: {b}" for b in (*BUCKETS, f"outside top {args.top}")]

@@ -76,20 +76,22 @@ def test_ball_motion_counts_bounces_on_a_drawn_track():
 
     # A return (with the still step at the paddle) and a wall bounce, both in the middle of
     # the frame; then the ball is lost and reappears moving the other way, which is a new
-    # track, not a reversal. The second rollout's ball turns near the right edge.
+    # track, not a reversal. The second rollout's ball turns near the right edge, the
+    # third's stands still.
     xs, ys = [20, 23, 26, 29, 29, 26, 23, None, 30, 33], [30, 32, 34, 32, 30, 28, 26, None, 40, 41]
-    frames = np.zeros((2, len(xs), 64, 64, 3), np.uint8)
+    frames = np.zeros((3, len(xs), 64, 64, 3), np.uint8)
     frames[...] = (144, 72, 17)
     for t, (x, y) in enumerate(zip(xs, ys, strict=True)):
         if x is not None:
             frames[0, t, y : y + 2, x] = 236
     for t, x in enumerate([44, 47, 50, 53, 56, 56, 53, 50, 47, 44]):
         frames[1, t, 30:32, x] = 236
+    frames[2, :, 30:32, 40] = 236  # the third rollout's ball never moves
     motion = ball_motion(frames)
-    assert motion["ball_seen"] == 19 / 20
+    assert motion["ball_seen"] == 29 / 30
     # Two-step moves with a ball seen at both ends: 6 on the first track (one across the
-    # lost frame), 8 on the second, all moving.
-    assert motion["ball_moving"] == 1.0
+    # lost frame) and 8 on the second, all moving; 8 on the third, none.
+    assert motion["ball_moving"] == 14 / 22
     steps = frames.shape[0] * frames.shape[1] / 100
     assert motion["horizontal_reversals_per_100"] == 2 / steps
     assert motion["horizontal_reversals_middle_per_100"] == 1 / steps

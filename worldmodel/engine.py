@@ -82,12 +82,14 @@ class LearnedGame:
         `speculative`: True / False picks the schedule (see the module docstring); None
         speculates for a single game (play) and goes sequentially for batches."""
         self.tokenizer, self.world_model = tokenizer.eval(), world_model.eval()
-        # Shapes are static (see Transformer.extend), so each compiles once per batch size and
-        # schedule: Dynamo's recompile limit (8 per function, past which it quietly runs
-        # eager) allows 4 batch sizes with both schedules.
+        # Shapes are static (see Transformer.extend), so each compiles once per batch size,
+        # schedule and nucleus on/off: Dynamo's recompile limit (8 per function, past which it
+        # quietly runs eager) allows 4 batch sizes with both schedules.
         self._extend_and_sample = CompiledOrEager(world_model.extend_and_sample, compile)
         self._decode = CompiledOrEager(tokenizer.decode, compile)
         self.cfg = world_model.cfg
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.temperature, self.top_p, self.greedy = temperature, top_p, greedy
         self.speculative = speculative
         self.forwards = 0  # world-model forwards so far (both schedules count them)
@@ -142,9 +144,12 @@ class LearnedGame:
         frame's j-th input (the action, then its tokens); the last input predicts nothing."""
         k, v = self.cfg.tokens_per_frame, self.cfg.num_codes
         noise = torch.zeros(b, k + 1, v, device=self.device)
-        if not self._greedy:  # Gumbel(0, 1); a uniform 0 gives -inf: that code is never picked
+        if not self._greedy:  # Gumbel(0, 1); finite (from a uniform > 0), so that a nucleus of
+            # one token is never all -inf
             uniform = torch.rand(b, k, v, generator=self.generator, device=self.device)
-            noise[:, :k] = -torch.log(-torch.log(uniform))
+            noise[:, :k] = -torch.log(
+                -torch.log(uniform.clamp_min_(torch.finfo(uniform.dtype).tiny))
+            )
         return noise
 
     def _forward(
@@ -216,7 +221,8 @@ class LearnedGame:
         # Tensors, so a new temperature (+/- in the app) does not recompile; once per frame.
         sampling = (
             torch.tensor(1.0 / self.temperature if self.temperature > 0 else 1.0),
-            torch.tensor(float(self.top_p)) if self.top_p < 1 else None,
+            # The nucleus never changes a greedy pick: no sort then.
+            torch.tensor(float(self.top_p)) if self.top_p < 1 and not self._greedy else None,
         )
         block = torch.cat([actions[:, None] + self.cfg.num_codes, self.frame_tokens[:, -1]], 1)
         speculate = self.speculative if self.speculative is not None else len(actions) == 1

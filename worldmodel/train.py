@@ -117,13 +117,13 @@ def fit_stage(
 
 def warm_start(world_model: torch.nn.Module, path: str) -> None:
     """Start from another run's world-model weights (new optimizer, step 0): to go on at
-    another learning rate, or on a tokenizer trained further. All weights load; on a new
-    tokenizer the rows tied to token ids (token embedding, output head) carry over only as
-    far as its ids keep their meaning (experiments/align_token_ids.py renumbers them)."""
+    another learning rate, or on a tokenizer trained further. All weights load, except
+    that a model without place vectors (place_rank=0) goes into one with them, which keep
+    their initialisation (the outputs stay as they were). On a new tokenizer the rows tied
+    to token ids (token embedding, output head) carry over only as far as its ids keep
+    their meaning (experiments/align_token_ids.py renumbers them)."""
     mismatch = f"{path}: its world model does not fit world_model's config"
     weights = load_world_model_weights(path)
-    # A model without place vectors (place_rank=0) carries over into one with them: those
-    # keep their initialisation, which leaves the model's outputs as they were.
     places = {k: v for k, v in world_model.state_dict().items() if k.startswith("place_")}
     load_weights(world_model, {**places, **weights}, mismatch)
     log.info("world model initialised from %s", path)

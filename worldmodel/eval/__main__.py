@@ -119,7 +119,7 @@ def motion_table(motion: dict) -> str:
         ("horizontal_reversals_per_100", "horizontal reversals (paddle hits, serves) / 100 steps"),
         ("horizontal_reversals_middle_per_100", "... of them in the middle half (jitter)"),
         ("vertical_reversals_per_100", "vertical reversals (wall bounces) / 100 steps"),
-        ("vertical_reversals_middle_per_100", "... of them in the middle half (jitter)"),
+        ("vertical_reversals_middle_per_100", "... of them in the middle half (paddle or jitter)"),
     ):
         lines.append(f"| {name} | " + " | ".join(f"{motion[s][key]:.2f}" for s in sources) + " |")
     lost = (

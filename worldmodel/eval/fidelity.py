@@ -169,9 +169,10 @@ def ball_motion(
     its own track: how often a ball is seen, how often a seen ball moved, and how often its
     motion reverses (per 100 steps): horizontally where a paddle returns it, vertically where
     it bounces off a wall. A dream that keeps the ball still or lets it drift never
-    reverses, one that jitters reverses all the time: compare with the real frames. The real
-    ball turns only near the frame's edges (paddles, walls), so reversals in the middle half
-    of the frame along that axis are counted apart: a dream's jitter, not its bounces.
+    reverses, one that jitters reverses all the time: compare with the real frames. Reversals
+    in the middle half of the frame along their axis are counted apart: the real ball turns
+    horizontally only at the paddles, so there they are a dream's jitter; vertically a paddle
+    may also turn it anywhere (compare with the real count).
 
     Motion is measured over `span` steps: the real ball moves 1.5-1.75 px per step across a
     64-px frame, about 3 px in two, so the pixel or so that a reconstruction shifts it by

@@ -18,10 +18,13 @@ def nucleus(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     """Nucleus (top-p) truncation: logits (..., V) with -inf outside the smallest set of most
     likely tokens whose probability reaches `top_p` (a 0-dim tensor; 1 keeps every token).
     The most likely token always stays, so greedy picks are unchanged."""
-    ordered, order = logits.sort(-1, descending=True)
+    # Stable: tied tokens keep one order however the tokens were batched (speculative checks).
+    ordered, order = logits.sort(dim=-1, descending=True, stable=True)
     probs = ordered.softmax(-1)
     before = probs.cumsum(-1) - probs  # the mass of the tokens more likely than each
     drop = (before >= top_p) & (top_p < 1)  # cumsum's rounding must not cut at top_p = 1
+    drop[..., 0] = False  # the most likely token, whatever top_p
+    # `order` is a permutation: scattering the sorted mask through it unsorts it.
     return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
 
@@ -151,10 +154,10 @@ class WorldModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """extend() that also picks each position's next token by Gumbel-max: the argmax of
         logits / temperature + `gumbel` (B, T, num_codes) noise is a sample of
-        softmax(logits / temperature) (restricted to its `top_p` nucleus unless None), and with zero
-        noise the greedy token. Inside the compiled graph this costs next to nothing, and
-        fixed noise makes a sample repeatable (up to float rounding) however the tokens are
-        batched (see LearnedGame's speculative schedule).
+        softmax(logits / temperature), restricted to its `top_p` nucleus unless that is None,
+        and with zero noise the greedy token. Inside the compiled graph this costs next to
+        nothing, and fixed noise makes a sample repeatable (up to float rounding) however the
+        tokens are batched (see LearnedGame's speculative schedule).
         Returns hidden (B, T, D), tokens (B, T), keys/values."""
         h, logits, new_kv = self.extend(tokens, position, kv)
         logits = logits * inv_temperature
@@ -163,13 +166,14 @@ class WorldModel(nn.Module):
         return h, (logits + gumbel).argmax(-1), new_kv
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> WorldModelOutput:
-        start = 0 if cache is None else cache.length
+        start = 0 if cache is None else cache.length  # before hidden() advances the cache
         h = self.hidden(tokens, cache)
         obs_logits = self._obs_logits(h, start)
         return WorldModelOutput(h, obs_logits, self.reward_head(h), self.end_head(h))
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """Weight decay on matrices of linear layers only (not norms, biases, embeddings)."""
+        """Weight decay on matrices of linear layers only (not norms, biases, embeddings: the
+        place vectors' tables are embeddings too, their projections linear layers)."""
         decay, no_decay = [], []
         for module in self.modules():
             for name, p in module.named_parameters(recurse=False):
