@@ -4,11 +4,15 @@
 
 BASE_BUNDLE gives the tokenizer, game and config (it must be the tokenizer the checkpoint
 was trained on); WM_CKPT (a world-model stage's Lightning checkpoint or another bundle)
-gives the world model's weights. Training writes a bundle only when a stage ends.
+gives the world model's weights, and a Lightning checkpoint its sizes too (e.g. a run with
+place vectors from a base without). Training writes a bundle only when a stage ends.
 """
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 from worldmodel.bundle import (
     BundleError,
@@ -17,6 +21,7 @@ from worldmodel.bundle import (
     load_world_model_weights,
     save_bundle,
 )
+from worldmodel.models.world_model import WorldModel
 
 
 def main() -> None:
@@ -28,13 +33,19 @@ def main() -> None:
     try:
         bundle = load_bundle(args.base)
         weights = load_world_model_weights(args.world_model, bundle.tokenizer)
-        load_weights(bundle.world_model, weights, f"{args.world_model}: another model size")
+        world_model = bundle.world_model
+        sizes = torch.load(args.world_model, map_location="cpu", weights_only=False).get(
+            "hyper_parameters", {}
+        )
+        if "model" in sizes:  # a Lightning checkpoint: the world model as it was trained
+            world_model = WorldModel(replace(world_model.cfg, **sizes["model"]))
+        load_weights(world_model, weights, f"{args.world_model}: another model size")
     except BundleError as err:
         raise SystemExit(f"error: {err}") from None
     save_bundle(
         args.out,
         bundle.tokenizer,
-        bundle.world_model,
+        world_model,
         bundle.spec,
         bundle.action_meanings,
         bundle.train_config,
