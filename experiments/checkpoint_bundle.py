@@ -4,21 +4,19 @@
 
 BASE_BUNDLE gives the tokenizer, game and config (it must be the tokenizer the checkpoint
 was trained on); WM_CKPT (a world-model stage's Lightning checkpoint or another bundle)
-gives the world model's weights, and a Lightning checkpoint its sizes too (e.g. a run with
-place vectors from a base without). Training writes a bundle only when a stage ends.
+gives the world model's weights and sizes (e.g. a run with place vectors from a base
+without). Training writes a bundle only when a stage ends.
 """
 
 import argparse
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from worldmodel.bundle import (
     BundleError,
     load_bundle,
     load_weights,
-    load_world_model_weights,
+    load_world_model_state,
     save_bundle,
 )
 from worldmodel.models.world_model import WorldModel
@@ -32,13 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     try:
         bundle = load_bundle(args.base)
-        weights = load_world_model_weights(args.world_model, bundle.tokenizer)
-        world_model = bundle.world_model
-        sizes = torch.load(args.world_model, map_location="cpu", weights_only=False).get(
-            "hyper_parameters", {}
-        )
-        if "model" in sizes:  # a Lightning checkpoint: the world model as it was trained
-            world_model = WorldModel(replace(world_model.cfg, **sizes["model"]))
+        weights, sizes = load_world_model_state(args.world_model, bundle.tokenizer)
+        world_model = WorldModel(replace(bundle.world_model.cfg, **sizes))
         load_weights(world_model, weights, f"{args.world_model}: another model size")
     except BundleError as err:
         raise SystemExit(f"error: {err}") from None

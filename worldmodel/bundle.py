@@ -155,10 +155,11 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Toke
     return tokenizer.to(device).eval()
 
 
-def load_world_model_weights(
+def load_world_model_state(
     path: str | Path, tokenizer: Tokenizer | None = None
-) -> dict[str, torch.Tensor]:
-    """The world model's state dict from a bundle or a world-model stage's checkpoint; with
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """The world model's state dict from a bundle or a world-model stage's checkpoint, and the
+    WorldModelConfig fields the file records (a stage's checkpoint: its sizes only); with
     `tokenizer`, a BundleError unless the file's world model was trained on its tokens."""
     path = Path(path)
     payload = _read(path)
@@ -173,8 +174,8 @@ def load_world_model_weights(
     if payload.get("format") == FORMAT:
         if payload["world_model"] is None:
             raise BundleError(f"{path}: holds a tokenizer only, no world model")
-        return payload["world_model"]["state_dict"]
+        return payload["world_model"]["state_dict"], payload["world_model"]["config"]
     weights = submodule_state(payload.get("state_dict", {}), "world_model")
     if not weights:
         raise BundleError(f"{path}: neither a bundle nor a world-model checkpoint")
-    return weights
+    return weights, payload.get("hyper_parameters", {}).get("model", {})

@@ -17,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from worldmodel.bundle import load_tokenizer, load_weights, load_world_model_weights, save_bundle
+from worldmodel.bundle import load_tokenizer, load_weights, load_world_model_state, save_bundle
 from worldmodel.envs import EnvSpec
 from worldmodel.tracking import finish_loggers
 
@@ -123,7 +123,7 @@ def warm_start(world_model: torch.nn.Module, path: str) -> None:
     to token ids (token embedding, output head) carry over only as far as its ids keep
     their meaning (experiments/align_token_ids.py renumbers them)."""
     mismatch = f"{path}: its world model does not fit world_model's config"
-    weights = load_world_model_weights(path)
+    weights, _ = load_world_model_state(path)
     places = {k: v for k, v in world_model.state_dict().items() if k.startswith("place_")}
     load_weights(world_model, {**places, **weights}, mismatch)
     log.info("world model initialised from %s", path)
