@@ -8,10 +8,13 @@ from worldmodel.models.world_model import WorldModel, WorldModelConfig
 from .test_tokenizer import TINY
 
 
-def tiny_world_model(max_frames: int = 4, place_rank: int = 0) -> WorldModel:
+def tiny_world_model(
+    max_frames: int = 4, place_rank: int = 0, place_content: bool = False
+) -> WorldModel:
     torch.manual_seed(0)
     cfg = WorldModelConfig(
         place_rank=place_rank,
+        place_content=place_content,
         tokens_per_frame=16,
         num_codes=64,
         num_actions=6,
@@ -22,15 +25,17 @@ def tiny_world_model(max_frames: int = 4, place_rank: int = 0) -> WorldModel:
         dropout=0.0,
     )
     model = WorldModel(cfg).eval()
+    if place_content:  # what 64 token ids draw at 16 places of 16x16 pixels
+        model.set_place_content(torch.rand(16, 64, 3, 16, 16))
     if place_rank:  # place vectors that matter (they start at zero)
         torch.nn.init.normal_(model.place_in_proj.weight, std=0.5)
         torch.nn.init.normal_(model.place_out_proj.weight, std=0.5)
     return model
 
 
-@pytest.mark.parametrize("place_rank", [0, 4])
-def test_cached_and_uncached_logits_agree_over_several_frames(place_rank):
-    model = tiny_world_model(place_rank=place_rank)
+@pytest.mark.parametrize(("place_rank", "place_content"), [(0, False), (4, False), (4, True)])
+def test_cached_and_uncached_logits_agree_over_several_frames(place_rank, place_content):
+    model = tiny_world_model(place_rank=place_rank, place_content=place_content)
     tokens = torch.randint(0, 64, (2, 3, 16))
     actions = torch.randint(0, 6, (2, 3))
     sequence = model.interleave(tokens, actions)  # 3 frames = 51 tokens
@@ -76,7 +81,10 @@ def test_interleave_offsets_actions_past_the_codebook():
     assert sequence[0, 16] == 64 + 3 and sequence[0, 33] == 64 + 5
 
 
-def test_place_vectors_start_as_the_model_without_them_and_tell_places_apart(tmp_path):
+@pytest.mark.parametrize("place_content", [False, True])
+def test_place_vectors_start_as_the_model_without_them_and_tell_places_apart(
+    tmp_path, place_content
+):
     from worldmodel.train import warm_start
 
     shared = tiny_world_model()
@@ -85,7 +93,10 @@ def test_place_vectors_start_as_the_model_without_them_and_tell_places_apart(tmp
     torch.save(
         {"state_dict": {f"world_model.{k}": v for k, v in shared.state_dict().items()}}, path
     )
-    placed = WorldModel(WorldModelConfig(**{**vars(shared.cfg), "place_rank": 4})).eval()
+    config = {**vars(shared.cfg), "place_rank": 4, "place_content": place_content}
+    placed = WorldModel(WorldModelConfig(**config)).eval()
+    if place_content:
+        placed.set_place_content(torch.rand(16, 64, 3, 16, 16))
     warm_start(placed, path)
     with torch.no_grad():
         assert torch.equal(placed(sequence).obs_logits, shared(sequence).obs_logits)
@@ -113,6 +124,33 @@ def test_place_vectors_reach_the_places_their_slots_predict():
         embedded = model._embed(sequence, 0)
         assert torch.equal(embedded[0, 16], model.embed(sequence[:, 16])[0])
         assert not torch.equal(embedded[0, 3], model.embed(sequence[:, 3])[0])
+
+
+def test_tokens_that_draw_alike_share_their_content_place_vectors():
+    model = tiny_world_model(place_rank=4, place_content=True)
+    patches = torch.rand(16, 64, 3, 16, 16)
+    patches[5, 9] = patches[5, 7]  # ids 7 and 9 draw the same at place 5 only
+    model.set_place_content(patches)
+
+    # Place 5 is slot 5 of a frame: ids 7 and 9 read alike there, and not at place 6.
+    def embedded(token: int, place: int) -> torch.Tensor:
+        sequence = torch.zeros(1, place + 1, dtype=torch.long)
+        sequence[0, place] = token
+        return model._embed(sequence, 0)[0, place] - model.embed.weight[token]
+
+    with torch.no_grad():
+        assert torch.allclose(embedded(7, 5), embedded(9, 5))
+        assert not torch.allclose(embedded(7, 6), embedded(9, 6))
+        # Eval mode projects the content once; training changes the projection, and the
+        # next eval pass projects it again.
+        sequence = model.interleave(torch.randint(0, 64, (1, 2, 16)), torch.randint(0, 6, (1, 2)))
+        before = model(sequence).obs_logits
+        model.train()
+        model.place_content_proj.weight.mul_(2)
+        model.eval()
+        assert not torch.allclose(model(sequence).obs_logits, before)
+    with pytest.raises(ValueError, match="expected \\(16, 64, 768\\)"):
+        model.set_place_content(torch.rand(16, 64, 3, 8, 8))
 
 
 def make_game(

@@ -129,6 +129,8 @@ def load_bundle(
     world_model = None
     if payload["world_model"] is not None:
         world_model = _build(path, WorldModel, WorldModelConfig, payload["world_model"])
+        if world_model.cfg.place_content:
+            world_model.set_place_content(tokenizer.token_patches())
         world_model.to(device).eval()
     elif require_world_model:
         raise BundleError(f"{path}: holds a tokenizer only, no world model")

@@ -41,11 +41,14 @@ class WorldModelModule(L.LightningModule):
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = tokenizer.eval().requires_grad_(False)
         tok = tokenizer.cfg
-        self.world_model = WorldModel(
-            WorldModelConfig(
-                **{"tokens_per_frame": tok.tokens_per_frame, "num_codes": tok.num_codes, **model}
-            )
-        )
+        from_tokenizer = {
+            "tokens_per_frame": tok.tokens_per_frame,
+            "num_codes": tok.num_codes,
+            "patch_size": tokenizer.patch,
+        }
+        self.world_model = WorldModel(WorldModelConfig(**{**from_tokenizer, **model}))
+        if self.world_model.cfg.place_content:
+            self.world_model.set_place_content(tokenizer.token_patches())
         if compile:  # in place: the state-dict keys (and so checkpoints) stay the same
             self.world_model.compile()
         self.cfg = self.world_model.cfg

@@ -97,3 +97,13 @@ class Tokenizer(nn.Module):
         """Tokens (B, K) -> frames (B, 3, H, W) float in [0, 1]."""
         z_q = self.quantizer.lookup(tokens, self.latent_shape)
         return ((self.decoder(self.post_quant(z_q)) + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def token_patches(self) -> torch.Tensor:
+        """What each token id draws at each place: (K, num_codes, 3, p, p) in [0, 1], from one
+        decode per id with every place set to it (a patch's pixels depend mostly on its own
+        token; its neighbours here say something else, which blurs its edges a little)."""
+        k, v = self.cfg.tokens_per_frame, self.cfg.num_codes
+        ids = torch.arange(v, device=self.quantizer.codebook.weight.device)[:, None].expand(v, k)
+        frames = torch.cat([self.decode(chunk) for chunk in ids.split(128)])
+        return self.to_patches(frames).unflatten(0, (v, k)).transpose(0, 1)

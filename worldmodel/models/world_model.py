@@ -44,6 +44,12 @@ class WorldModelConfig:
     # size, projected into the input embedding and into the output logits; the projections
     # start at zero, so the model starts as the one without them (world_model.init_from).
     place_rank: int = 0
+    # True: the place vectors are not free parameters but a projection of what each token
+    # draws at its place (its decoded patch, set_place_content), so that tokens which draw
+    # alike (a ball one pixel apart) share what the model learns of them, where free vectors
+    # (and the embedding rows) must each be learned from their own few appearances.
+    place_content: bool = False
+    patch_size: int = 16  # a token's patch of the frame, in pixels (from the tokenizer)
 
     def __post_init__(self) -> None:
         if self.max_frames < 2:
@@ -87,14 +93,53 @@ class WorldModel(nn.Module):
         self.end_head = head(cfg.d_model, 2)
         if cfg.place_rank:
             places, rank = cfg.tokens_per_frame, cfg.place_rank
-            self.place_in = nn.Embedding(places * cfg.num_codes, rank)
+            if cfg.place_content:
+                self.place_content_proj = nn.Linear(3 * cfg.patch_size**2, rank)
+                # (K, num_codes, 3 * patch_size**2): from the tokenizer, so not saved
+                self.register_buffer("token_patches", None, persistent=False)
+                self._content_vectors: torch.Tensor | None = None  # cached while not training
+            else:
+                self.place_in = nn.Embedding(places * cfg.num_codes, rank)
+                self.place_out = nn.Parameter(torch.empty(places, cfg.num_codes, rank))
             self.place_in_proj = nn.Linear(rank, cfg.d_model, bias=False)
-            self.place_out = nn.Parameter(torch.empty(places, cfg.num_codes, rank))
             self.place_out_proj = nn.Linear(cfg.d_model, rank, bias=False)
         init_gpt2_weights(self, cfg.n_layers)
+        if cfg.place_content:  # unit-variance place vectors from unit-variance content
+            nn.init.normal_(self.place_content_proj.weight, std=(3 * cfg.patch_size**2) ** -0.5)
         if cfg.place_rank:
             nn.init.zeros_(self.place_in_proj.weight)
             nn.init.zeros_(self.place_out_proj.weight)
+
+    def set_place_content(self, patches: torch.Tensor) -> None:
+        """What each token draws at each place, (K, num_codes, ...) (Tokenizer.token_patches),
+        for place_content."""
+        content = patches.flatten(2).to(self.embed.weight.device, self.embed.weight.dtype)
+        # What sets a token apart from the others at its place, in units of its spread.
+        content = content - content.mean(dim=1, keepdim=True)
+        content = content / content.std().clamp_min(1e-6)
+        expected = (self.cfg.tokens_per_frame, self.cfg.num_codes, 3 * self.cfg.patch_size**2)
+        if tuple(content.shape) != expected:
+            raise ValueError(f"place content of shape {tuple(content.shape)}, expected {expected}")
+        self.token_patches, self._content_vectors = content, None
+
+    def train(self, mode: bool = True) -> "WorldModel":
+        if self.cfg.place_content:
+            self._content_vectors = None  # the projection is about to change
+        return super().train(mode)
+
+    def _place_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The place vectors read with the input tokens, (K * num_codes, r), and the ones the
+        output scores, (K, num_codes, r)."""
+        if not self.cfg.place_content:
+            return self.place_in.weight, self.place_out
+        if self.token_patches is None:
+            raise RuntimeError("place_content: call set_place_content(patches) first")
+        vectors = self._content_vectors
+        if vectors is None:
+            vectors = self.place_content_proj(self.token_patches)
+            # Generation reads them every forward: in eval mode they are made once.
+            self._content_vectors = None if self.training else vectors
+        return vectors.flatten(0, 1), vectors
 
     def interleave(self, frame_tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """(B, L, K) frame tokens and (B, L) actions -> (B, L*(K+1)) one sequence."""
@@ -118,7 +163,8 @@ class WorldModel(nn.Module):
         slots = self._slots(start, tokens.shape[1])
         # Action slots look up a frame-token row (ids clamped) that the mask then drops.
         pair = slots.clamp(max=k - 1) * v + tokens.clamp(max=v - 1)
-        return x + self.place_in_proj(self.place_in(pair)) * (slots < k)[:, None]
+        vectors = self._place_vectors()[0][pair]
+        return x + self.place_in_proj(vectors) * (slots < k)[:, None]
 
     def _obs_logits(self, h: torch.Tensor, start: int | torch.Tensor) -> torch.Tensor:
         """Next-token logits (B, T, num_codes) from the hidden states of tokens at `start`..:
@@ -129,7 +175,8 @@ class WorldModel(nn.Module):
         k = self.cfg.tokens_per_frame
         # The last frame token predicts the action: no frame token, any place will do.
         places = ((self._slots(start, h.shape[1]) + 1) % self.cfg.block_len).clamp(max=k - 1)
-        return logits + torch.einsum("btr,tvr->btv", self.place_out_proj(h), self.place_out[places])
+        vectors = self._place_vectors()[1][places]
+        return logits + torch.einsum("btr,tvr->btv", self.place_out_proj(h), vectors)
 
     def hidden(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         return self.transformer(self._embed(tokens, 0 if cache is None else cache.length), cache)
