@@ -31,7 +31,9 @@ def main() -> None:
     try:
         bundle = load_bundle(args.base)
         weights, sizes = load_world_model_state(args.world_model, bundle.tokenizer)
-        world_model = WorldModel(replace(bundle.world_model.cfg, **sizes))
+        # The patch size is the tokenizer's (a stage's checkpoint does not record it).
+        config = replace(bundle.world_model.cfg, **{**sizes, "patch_size": bundle.tokenizer.patch})
+        world_model = WorldModel(config)
         load_weights(world_model, weights, f"{args.world_model}: another model size")
     except BundleError as err:
         raise SystemExit(f"error: {err}") from None

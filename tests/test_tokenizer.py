@@ -202,3 +202,12 @@ def test_a_few_training_steps_lower_the_loss_on_a_fixed_batch():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_token_patches_are_what_each_id_draws_at_each_place():
+    tokenizer = Tokenizer(TokenizerConfig(**TINY)).eval()
+    patches = tokenizer.token_patches()
+    assert patches.shape == (16, 64, 3, 16, 16)
+    for place, token in ((0, 0), (5, 9), (15, 63)):
+        frame = tokenizer.decode(torch.full((1, 16), token))
+        assert torch.allclose(patches[place, token], tokenizer.to_patches(frame)[place], atol=1e-5)

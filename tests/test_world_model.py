@@ -103,8 +103,8 @@ def test_place_vectors_start_as_the_model_without_them_and_tell_places_apart(
         torch.nn.init.normal_(placed.place_in_proj.weight)
         # The same id at two places of a frame: one embedding without place vectors, two with.
         same_id = torch.full((1, 2), 7)
-        assert not torch.equal(*placed._embed(same_id, 0)[0])
-        assert torch.equal(*shared._embed(same_id, 0)[0])
+        assert not torch.equal(*placed._embed(same_id, 0, placed.place_tables())[0])
+        assert torch.equal(*shared._embed(same_id, 0, shared.place_tables())[0])
 
 
 def test_place_vectors_reach_the_places_their_slots_predict():
@@ -121,7 +121,7 @@ def test_place_vectors_reach_the_places_their_slots_predict():
         changed = (model(sequence).obs_logits != base).any(-1)[0]
         assert changed.nonzero()[:, 0].tolist() == [2, 16, 19, 33]
         # Input: a frame token's embedding depends on its place, an action's does not.
-        embedded = model._embed(sequence, 0)
+        embedded = model._embed(sequence, 0, model.place_tables())
         assert torch.equal(embedded[0, 16], model.embed(sequence[:, 16])[0])
         assert not torch.equal(embedded[0, 3], model.embed(sequence[:, 3])[0])
 
@@ -132,25 +132,40 @@ def test_tokens_that_draw_alike_share_their_content_place_vectors():
     patches[5, 9] = patches[5, 7]  # ids 7 and 9 draw the same at place 5 only
     model.set_place_content(patches)
 
-    # Place 5 is slot 5 of a frame: ids 7 and 9 read alike there, and not at place 6.
-    def embedded(token: int, place: int) -> torch.Tensor:
+    def embedded(token: int, place: int) -> torch.Tensor:  # place p is slot p of a frame
         sequence = torch.zeros(1, place + 1, dtype=torch.long)
         sequence[0, place] = token
-        return model._embed(sequence, 0)[0, place] - model.embed.weight[token]
+        return model._embed(sequence, 0, model.place_tables())[0, place] - model.embed(token)
 
     with torch.no_grad():
-        assert torch.allclose(embedded(7, 5), embedded(9, 5))
-        assert not torch.allclose(embedded(7, 6), embedded(9, 6))
-        # Eval mode projects the content once; training changes the projection, and the
-        # next eval pass projects it again.
-        sequence = model.interleave(torch.randint(0, 64, (1, 2, 16)), torch.randint(0, 6, (1, 2)))
-        before = model(sequence).obs_logits
-        model.train()
-        model.place_content_proj.weight.mul_(2)
-        model.eval()
-        assert not torch.allclose(model(sequence).obs_logits, before)
+        assert torch.allclose(embedded(torch.tensor(7), 5), embedded(torch.tensor(9), 5))
+        assert not torch.allclose(embedded(torch.tensor(7), 6), embedded(torch.tensor(9), 6))
     with pytest.raises(ValueError, match="expected \\(16, 64, 768\\)"):
         model.set_place_content(torch.rand(16, 64, 3, 8, 8))
+
+
+def test_the_content_projection_learns_after_an_evaluation_pass():
+    """As Lightning runs it: a no-grad eval forward, then `training = True` set on every
+    module (not through train()), then a training step reaches the content projection."""
+    model = tiny_world_model(place_rank=4, place_content=True)
+    sequence = model.interleave(torch.randint(0, 64, (1, 2, 16)), torch.randint(0, 6, (1, 2)))
+    with torch.inference_mode():
+        evaluated = model(sequence).obs_logits
+    for module in model.modules():
+        module.training = True
+    with torch.no_grad():  # the output projection starts at zero: no gradient would pass
+        model.place_out_proj.weight.normal_()
+    model(sequence).obs_logits.sum().backward()
+    assert model.place_content_proj.weight.grad.abs().sum() > 0
+    # Generation makes the vectors once per game; a changed projection changes the game.
+    game = LearnedGame(Tokenizer(TokenizerConfig(**TINY)), model, greedy=True)
+    game.reset(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))
+    with torch.no_grad():
+        assert torch.equal(game.places[1], model.place_tables()[1])
+        model.place_content_proj.weight.mul_(2)
+    game.reset(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))
+    assert torch.equal(game.places[1], model.place_tables()[1].detach())
+    assert not torch.equal(model(sequence).obs_logits.detach(), evaluated)
 
 
 def make_game(

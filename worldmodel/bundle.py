@@ -125,17 +125,17 @@ def load_bundle(
             else ""
         )
         raise BundleError(f"{path}: not a worldmodel bundle{hint}")
-    tokenizer = _build(path, Tokenizer, TokenizerConfig, payload["tokenizer"])
+    tokenizer = _build(path, Tokenizer, TokenizerConfig, payload["tokenizer"]).to(device).eval()
     world_model = None
     if payload["world_model"] is not None:
         world_model = _build(path, WorldModel, WorldModelConfig, payload["world_model"])
-        if world_model.cfg.place_content:
-            world_model.set_place_content(tokenizer.token_patches())
         world_model.to(device).eval()
+        if world_model.cfg.place_content:  # derived from the tokenizer, not stored
+            world_model.set_place_content(tokenizer.token_patches())
     elif require_world_model:
         raise BundleError(f"{path}: holds a tokenizer only, no world model")
     return Bundle(
-        tokenizer.to(device).eval(),
+        tokenizer,
         world_model,
         EnvSpec(**payload["env"]),
         tuple(payload["action_meanings"]),

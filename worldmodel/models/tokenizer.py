@@ -102,7 +102,8 @@ class Tokenizer(nn.Module):
     def token_patches(self) -> torch.Tensor:
         """What each token id draws at each place: (K, num_codes, 3, p, p) in [0, 1], from one
         decode per id with every place set to it (a patch's pixels depend mostly on its own
-        token; its neighbours here say something else, which blurs its edges a little)."""
+        token; its neighbours are then the same id, not a real frame's context, which blurs
+        its edges a little)."""
         k, v = self.cfg.tokens_per_frame, self.cfg.num_codes
         ids = torch.arange(v, device=self.quantizer.codebook.weight.device)[:, None].expand(v, k)
         frames = torch.cat([self.decode(chunk) for chunk in ids.split(128)])

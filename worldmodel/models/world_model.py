@@ -28,6 +28,10 @@ def nucleus(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
 
+# (K * num_codes, r) input and (K, num_codes, r) output place vectors, or None without them
+PlaceTables = tuple[torch.Tensor, torch.Tensor] | None
+
+
 @dataclass
 class WorldModelConfig:
     tokens_per_frame: int = 16
@@ -52,6 +56,8 @@ class WorldModelConfig:
     patch_size: int = 16  # a token's patch of the frame, in pixels (from the tokenizer)
 
     def __post_init__(self) -> None:
+        if self.place_content and not self.place_rank:
+            raise ValueError("place_content needs place vectors: set place_rank > 0")
         if self.max_frames < 2:
             raise ValueError(
                 f"max_frames must be >= 2 (a frame and the next), got {self.max_frames}"
@@ -96,8 +102,7 @@ class WorldModel(nn.Module):
             if cfg.place_content:
                 self.place_content_proj = nn.Linear(3 * cfg.patch_size**2, rank)
                 # (K, num_codes, 3 * patch_size**2): from the tokenizer, so not saved
-                self.register_buffer("token_patches", None, persistent=False)
-                self._content_vectors: torch.Tensor | None = None  # cached while not training
+                self.register_buffer("place_content_table", None, persistent=False)
             else:
                 self.place_in = nn.Embedding(places * cfg.num_codes, rank)
                 self.place_out = nn.Parameter(torch.empty(places, cfg.num_codes, rank))
@@ -111,34 +116,28 @@ class WorldModel(nn.Module):
             nn.init.zeros_(self.place_out_proj.weight)
 
     def set_place_content(self, patches: torch.Tensor) -> None:
-        """What each token draws at each place, (K, num_codes, ...) (Tokenizer.token_patches),
-        for place_content."""
-        content = patches.flatten(2).to(self.embed.weight.device, self.embed.weight.dtype)
-        # What sets a token apart from the others at its place, in units of its spread.
-        content = content - content.mean(dim=1, keepdim=True)
-        content = content / content.std().clamp_min(1e-6)
+        """What each token draws at each place, (K, num_codes, 3, p, p)
+        (Tokenizer.token_patches), for place_content."""
         expected = (self.cfg.tokens_per_frame, self.cfg.num_codes, 3 * self.cfg.patch_size**2)
-        if tuple(content.shape) != expected:
-            raise ValueError(f"place content of shape {tuple(content.shape)}, expected {expected}")
-        self.token_patches, self._content_vectors = content, None
+        if patches.dim() < 3 or tuple(patches.flatten(2).shape) != expected:
+            raise ValueError(f"place content of shape {tuple(patches.shape)}, expected {expected}")
+        content = patches.flatten(2).to(self.embed.weight.device, self.embed.weight.dtype)
+        # What sets a token apart from the others at its place, in units of the spread of all.
+        content = content - content.mean(dim=1, keepdim=True)
+        self.place_content_table = content / content.std().clamp_min(1e-6)
 
-    def train(self, mode: bool = True) -> "WorldModel":
-        if self.cfg.place_content:
-            self._content_vectors = None  # the projection is about to change
-        return super().train(mode)
-
-    def _place_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def place_tables(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The place vectors read with the input tokens, (K * num_codes, r), and the ones the
-        output scores, (K, num_codes, r)."""
+        output scores, (K, num_codes, r); None without place vectors. Content vectors are a
+        projection of all the content, so generation makes them once per game
+        (LearnedGame.reset) and passes them in; a forward without them makes its own."""
+        if not self.cfg.place_rank:
+            return None
         if not self.cfg.place_content:
             return self.place_in.weight, self.place_out
-        if self.token_patches is None:
+        if self.place_content_table is None:
             raise RuntimeError("place_content: call set_place_content(patches) first")
-        vectors = self._content_vectors
-        if vectors is None:
-            vectors = self.place_content_proj(self.token_patches)
-            # Generation reads them every forward: in eval mode they are made once.
-            self._content_vectors = None if self.training else vectors
+        vectors = self.place_content_proj(self.place_content_table)
         return vectors.flatten(0, 1), vectors
 
     def interleave(self, frame_tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -154,47 +153,62 @@ class WorldModel(nn.Module):
         device = self.embed.weight.device
         return (start + torch.arange(n, device=device)) % self.cfg.block_len
 
-    def _embed(self, tokens: torch.Tensor, start: int | torch.Tensor) -> torch.Tensor:
+    def _embed(
+        self, tokens: torch.Tensor, start: int | torch.Tensor, places: PlaceTables
+    ) -> torch.Tensor:
         """(B, T) tokens that start at sequence position `start` -> (B, T, D)."""
         x = self.embed(tokens)
-        if not self.cfg.place_rank:
+        if places is None:
             return x
         k, v = self.cfg.tokens_per_frame, self.cfg.num_codes
         slots = self._slots(start, tokens.shape[1])
         # Action slots look up a frame-token row (ids clamped) that the mask then drops.
         pair = slots.clamp(max=k - 1) * v + tokens.clamp(max=v - 1)
-        vectors = self._place_vectors()[0][pair]
-        return x + self.place_in_proj(vectors) * (slots < k)[:, None]
+        inputs, _ = places
+        return x + self.place_in_proj(inputs[pair]) * (slots < k)[:, None]
 
-    def _obs_logits(self, h: torch.Tensor, start: int | torch.Tensor) -> torch.Tensor:
+    def _obs_logits(
+        self, h: torch.Tensor, start: int | torch.Tensor, places: PlaceTables
+    ) -> torch.Tensor:
         """Next-token logits (B, T, num_codes) from the hidden states of tokens at `start`..:
         the token after slot s is the frame token at place s + 1 (after the action: place 0)."""
         logits = self.obs_head(h)
-        if not self.cfg.place_rank:
+        if places is None:
             return logits
         k = self.cfg.tokens_per_frame
         # The last frame token predicts the action: no frame token, any place will do.
-        places = ((self._slots(start, h.shape[1]) + 1) % self.cfg.block_len).clamp(max=k - 1)
-        vectors = self._place_vectors()[1][places]
-        return logits + torch.einsum("btr,tvr->btv", self.place_out_proj(h), vectors)
+        next_places = ((self._slots(start, h.shape[1]) + 1) % self.cfg.block_len).clamp(max=k - 1)
+        _, outputs = places
+        return logits + torch.einsum("btr,tvr->btv", self.place_out_proj(h), outputs[next_places])
 
-    def hidden(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        return self.transformer(self._embed(tokens, 0 if cache is None else cache.length), cache)
+    def hidden(
+        self, tokens: torch.Tensor, cache: KVCache | None = None, places: PlaceTables = None
+    ) -> torch.Tensor:
+        """`places`: this model's place_tables(), if the caller has them already."""
+        places = places if places is not None else self.place_tables()
+        start = 0 if cache is None else cache.length
+        return self.transformer(self._embed(tokens, start, places), cache)
 
     def extend(
-        self, tokens: torch.Tensor, position: torch.Tensor, kv: torch.Tensor
+        self,
+        tokens: torch.Tensor,
+        position: torch.Tensor,
+        kv: torch.Tensor,
+        places: PlaceTables = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Generation: T tokens per sequence (B, T) after the `position` cached ones, against
         a cache's `kv` (read only) -> hidden (B, T, D), next-token logits (B, T, num_codes),
-        the tokens' keys/values. See Transformer.extend."""
-        h, new_kv = self.transformer.extend(self._embed(tokens, position), position, kv)
-        return h, self._obs_logits(h, position), new_kv
+        the tokens' keys/values. See Transformer.extend. `places`: as in hidden()."""
+        places = places if places is not None else self.place_tables()
+        h, new_kv = self.transformer.extend(self._embed(tokens, position, places), position, kv)
+        return h, self._obs_logits(h, position, places), new_kv
 
     def extend_and_sample(
         self,
         tokens: torch.Tensor,
         position: torch.Tensor,
         kv: torch.Tensor,
+        places: PlaceTables,
         inv_temperature: torch.Tensor,
         top_p: torch.Tensor | None,
         gumbel: torch.Tensor,
@@ -206,7 +220,7 @@ class WorldModel(nn.Module):
         nothing, and fixed noise makes a sample repeatable (up to float rounding) however the
         tokens are batched (see LearnedGame's speculative schedule).
         Returns hidden (B, T, D), tokens (B, T), keys/values."""
-        h, logits, new_kv = self.extend(tokens, position, kv)
+        h, logits, new_kv = self.extend(tokens, position, kv, places)
         logits = logits * inv_temperature
         if top_p is not None:
             logits = nucleus(logits, top_p)
@@ -214,13 +228,15 @@ class WorldModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> WorldModelOutput:
         start = 0 if cache is None else cache.length  # before hidden() advances the cache
-        h = self.hidden(tokens, cache)
-        obs_logits = self._obs_logits(h, start)
+        places = self.place_tables()  # once per forward: a projection of all the content
+        h = self.hidden(tokens, cache, places)
+        obs_logits = self._obs_logits(h, start, places)
         return WorldModelOutput(h, obs_logits, self.reward_head(h), self.end_head(h))
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         """Weight decay on matrices of linear layers only (not norms, biases, embeddings: the
-        place vectors' tables are embeddings too, their projections linear layers)."""
+        free place vectors' tables are embeddings too; all projections, the content one
+        too, are linear layers)."""
         decay, no_decay = [], []
         for module in self.modules():
             for name, p in module.named_parameters(recurse=False):
