@@ -64,6 +64,11 @@ class WorldModelConfig:
             )
 
     @property
+    def place_content_dim(self) -> int:
+        """Numbers per (place, token) in the content: an RGB patch."""
+        return 3 * self.patch_size**2
+
+    @property
     def block_len(self) -> int:
         return self.tokens_per_frame + 1
 
@@ -100,8 +105,8 @@ class WorldModel(nn.Module):
         if cfg.place_rank:
             places, rank = cfg.tokens_per_frame, cfg.place_rank
             if cfg.place_content:
-                self.place_content_proj = nn.Linear(3 * cfg.patch_size**2, rank)
-                # (K, num_codes, 3 * patch_size**2): from the tokenizer, so not saved
+                self.place_content_proj = nn.Linear(cfg.place_content_dim, rank)
+                # (K, num_codes, place_content_dim): from the tokenizer, so not saved
                 self.register_buffer("place_content_table", None, persistent=False)
             else:
                 self.place_in = nn.Embedding(places * cfg.num_codes, rank)
@@ -110,7 +115,7 @@ class WorldModel(nn.Module):
             self.place_out_proj = nn.Linear(cfg.d_model, rank, bias=False)
         init_gpt2_weights(self, cfg.n_layers)
         if cfg.place_content:  # unit-variance place vectors from unit-variance content
-            nn.init.normal_(self.place_content_proj.weight, std=(3 * cfg.patch_size**2) ** -0.5)
+            nn.init.normal_(self.place_content_proj.weight, std=cfg.place_content_dim**-0.5)
         if cfg.place_rank:
             nn.init.zeros_(self.place_in_proj.weight)
             nn.init.zeros_(self.place_out_proj.weight)
@@ -118,7 +123,7 @@ class WorldModel(nn.Module):
     def set_place_content(self, patches: torch.Tensor) -> None:
         """What each token draws at each place, (K, num_codes, 3, p, p)
         (Tokenizer.token_patches), for place_content."""
-        expected = (self.cfg.tokens_per_frame, self.cfg.num_codes, 3 * self.cfg.patch_size**2)
+        expected = (self.cfg.tokens_per_frame, self.cfg.num_codes, self.cfg.place_content_dim)
         if patches.dim() < 3 or tuple(patches.flatten(2).shape) != expected:
             raise ValueError(f"place content of shape {tuple(patches.shape)}, expected {expected}")
         content = patches.flatten(2).to(self.embed.weight.device, self.embed.weight.dtype)
