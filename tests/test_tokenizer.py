@@ -163,6 +163,28 @@ def test_the_moving_l2_term_counts_only_moving_pixels():
     assert moving_mask(frames, recon, 0.02)[1, 0, 30:32, 40].all()
 
 
+def test_hard_example_picking_trains_mostly_on_the_frames_drawn_worst():
+    torch.manual_seed(0)
+    module = TokenizerModule(TINY, {"perceptual_weight": 0.0}, lr=3e-3, hard_example_pool=4)
+    frames = torch.zeros(16, 64, 64, 3, dtype=torch.uint8)
+    frames[...] = torch.tensor([144, 72, 17], dtype=torch.uint8)  # Pong's brown
+    optimizer = module.configure_optimizers()
+    for _ in range(30):  # learn to draw the brown frames: they become the easy ones
+        optimizer.zero_grad()
+        sum(module.losses(frames[:4])[0].values()).backward()
+        optimizer.step()
+    hard = torch.arange(16) % 4 == 0  # 4 of 16 frames full of noise: drawn far worse
+    frames[hard] = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
+    frames[hard, 0, 0, 0] = torch.arange(4, dtype=torch.uint8)  # tell them apart
+    picked = torch.cat([module.pick_hard_frames(frames) for _ in range(20)])
+    assert picked.shape == (20 * 4, 64, 64, 3)
+    is_hard = (picked != torch.tensor([144, 72, 17], dtype=torch.uint8)).any(-1).flatten(1).any(1)
+    assert is_hard.float().mean() > 0.9
+    # Drawn, not taken: without replacement, each noisy frame at most once per pick.
+    first = module.pick_hard_frames(frames)
+    assert len(set(first[:, 0, 0, 0].tolist())) == len(first)
+
+
 def test_foreground_mask_finds_a_faint_ball():
     frames = torch.zeros(1, 3, 64, 64)
     frames[:, 0] = 144 / 255

@@ -123,6 +123,40 @@ def test_world_model_warm_starts_from_a_bundle_but_resumes_only_on_its_own_token
     assert "world_model.init_from" in refused.stderr
 
 
+def test_tokenizer_warm_starts_from_a_bundle_and_trains_on_picked_hard_frames(smoke_run, tmp_path):
+    bundle = smoke_run / "bundle.ckpt"
+    # The bundle's weights, unchanged by two steps at learning rate 0 (no code revived), on
+    # batches picked from twice as many frames.
+    warm = run_module(
+        "worldmodel.train",
+        "+exp=smoke",
+        "stage=tokenizer",
+        f"paths.data_dir={smoke_run / 'data'}",
+        f"tokenizer.init_from={bundle}",
+        "tokenizer.module.lr=0.0",
+        "tokenizer.module.model.revive_dead_codes=false",
+        "tokenizer.hard_example_pool=2",
+        "tokenizer.max_steps=2",
+        f"hydra.run.dir={tmp_path / 'warm'}",
+    )
+    assert_ok(warm)
+    started = load_tokenizer(tmp_path / "warm/tokenizer/checkpoints/last.ckpt").state_dict()
+    trained = load_tokenizer(bundle).state_dict()
+    assert all(torch.equal(started[k], trained[k]) for k in trained if not k.endswith("idle_steps"))
+    # A tokenizer of other sizes: a clear error naming what does not fit.
+    wrong = run_module(
+        "worldmodel.train",
+        "+exp=smoke",
+        "stage=tokenizer",
+        f"paths.data_dir={smoke_run / 'data'}",
+        f"tokenizer.init_from={bundle}",
+        "tokenizer.module.model.code_dim=8",
+        f"hydra.run.dir={tmp_path / 'wrong'}",
+    )
+    assert wrong.returncode != 0
+    assert "does not fit tokenizer's config" in wrong.stderr
+
+
 def test_a_tokenizer_split_into_a_codebook_per_position_keeps_its_tokens_and_trains_on(
     smoke_run, tmp_path
 ):

@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from worldmodel.bundle import load_tokenizer, load_weights, load_world_model_state, save_bundle
 from worldmodel.envs import EnvSpec
+from worldmodel.models.tokenizer import Tokenizer
 from worldmodel.tracking import finish_loggers
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,9 @@ def fit_stage(
     # ran before it in this process.
     L.seed_everything(cfg.seed + STAGES.index(stage), workers=True)
     stage_dir, checkpoints = Path(cfg.paths.output_dir) / stage, checkpoint_dir(cfg, stage)
-    datamodule = instantiate(cfg.data, env=spec, batch_size=stage_cfg.batch_size, **data_overrides)
+    # With hard-example picking the step trains on 1/pool of the frames the data brings.
+    batch_size = stage_cfg.batch_size * stage_cfg.get("hard_example_pool", 1)
+    datamodule = instantiate(cfg.data, env=spec, batch_size=batch_size, **data_overrides)
     loggers = make_loggers(cfg, stage)
     try:
         trainer: L.Trainer = instantiate(
@@ -115,6 +119,19 @@ def fit_stage(
     return trainer, last
 
 
+def warm_start_tokenizer(tokenizer: Tokenizer, path: str) -> None:
+    """Start from another run's tokenizer weights (new optimizer, step 0): to fine-tune a
+    trained tokenizer (a bundle's too) with other settings. The weights must fit; switches
+    that change no weight (local_encoder, the loss) may differ, and are logged."""
+    source = load_tokenizer(path)
+    load_weights(
+        tokenizer, source.state_dict(), f"{path}: its tokenizer does not fit tokenizer's config"
+    )
+    ours, theirs = asdict(tokenizer.cfg), asdict(source.cfg)
+    changed = {k: f"{theirs[k]} -> {ours[k]}" for k in ours if ours[k] != theirs[k]}
+    log.info("tokenizer initialised from %s%s", path, f", changed: {changed}" if changed else "")
+
+
 def warm_start(world_model: torch.nn.Module, path: str) -> None:
     """Start from another run's world-model weights (new optimizer, step 0): to go on at
     another learning rate, or on a tokenizer trained further. All weights load, except
@@ -145,9 +162,11 @@ def run(cfg: DictConfig) -> float | None:
     metric = None
     tokenizer_ckpt = cfg.tokenizer_ckpt
     if cfg.stage in ("tokenizer", "all"):
-        trainer, tokenizer_ckpt = fit_stage(
-            cfg, "tokenizer", instantiate(cfg.tokenizer.module), spec, mode="frames"
-        )
+        module = instantiate(cfg.tokenizer.module)
+        # A resumed run already started from init_from; its checkpoint has the weights since.
+        if cfg.tokenizer.get("init_from") and resume_path(cfg, "tokenizer") is None:
+            warm_start_tokenizer(module.tokenizer, cfg.tokenizer.init_from)
+        trainer, tokenizer_ckpt = fit_stage(cfg, "tokenizer", module, spec, mode="frames")
         metric = trainer.callback_metrics.get("val/loss")
     if cfg.stage in ("world_model", "all"):
         if tokenizer_ckpt is None:

@@ -57,6 +57,16 @@ def moving_mask(target: torch.Tensor, recon: torch.Tensor, threshold: float) -> 
     return deviates(target, static, threshold) | deviates(recon.detach(), static, threshold)
 
 
+@dataclass
+class PixelErrors:
+    weighted_abs: torch.Tensor  # (B, 3, H, W) absolute error x weights
+    weights: torch.Tensor  # (B, 1, H, W) 1 + foreground and moving-pixel weights
+    moving: torch.Tensor  # (B, 1, H, W) bool, see moving_mask
+    moving_squared: (
+        torch.Tensor
+    )  # (B, 1, H, W) squared error summed over colours, moving pixels only
+
+
 class TokenizerModule(L.LightningModule):
     """`model` and `loss` are plain dicts (TokenizerConfig / TokenizerLoss fields), so the
     checkpoint's hyper-parameters load with `torch.load(weights_only=True)`."""
@@ -71,7 +81,10 @@ class TokenizerModule(L.LightningModule):
         nonfinite: str = "stop",
         compile: bool = False,
         revive_by: str = "latent",
+        hard_example_pool: int = 1,
     ) -> None:
+        """With `hard_example_pool=k` the data brings k candidate frames per trained frame and
+        the step trains on 1/k of them, drawn by how badly they are drawn now."""
         super().__init__()
         self.save_hyperparameters()
         self.tokenizer = Tokenizer(TokenizerConfig(**model))
@@ -83,6 +96,9 @@ class TokenizerModule(L.LightningModule):
         # or onto the patches drawn worst ("pixels", by the weighted L1 of the loss). A ball
         # patch is barely off its code in latent space but is the worst-drawn patch of all.
         self.revive_by = revive_by
+        if hard_example_pool < 1:
+            raise ValueError(f"hard_example_pool must be >= 1, got {hard_example_pool}")
+        self.hard_example_pool = hard_example_pool
         self._revival_priority: torch.Tensor | None = None
         self.loss_cfg = loss = TokenizerLoss(**loss)
         self.perceptual = (
@@ -93,6 +109,18 @@ class TokenizerModule(L.LightningModule):
         self._val_token_counts: torch.Tensor | None = None
         self.throughput = Throughput()
 
+    def pixel_errors(self, target: torch.Tensor, recon: torch.Tensor) -> PixelErrors:
+        cfg = self.loss_cfg
+        weights = 1.0 + cfg.foreground_weight * foreground_mask(target, cfg.foreground_threshold)
+        moving = moving_mask(target, recon, cfg.foreground_threshold)
+        weights = weights + cfg.moving_weight * moving
+        return PixelErrors(
+            weighted_abs=(recon - target).abs() * weights,
+            weights=weights,
+            moving=moving,
+            moving_squared=(recon - target).pow(2).sum(1, keepdim=True) * moving,
+        )
+
     def losses(
         self, frames: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -100,14 +128,11 @@ class TokenizerModule(L.LightningModule):
         out = self.tokenizer(target)
         recon = out.reconstruction
         cfg = self.loss_cfg
-        weights = 1.0 + cfg.foreground_weight * foreground_mask(target, cfg.foreground_threshold)
-        moving = moving_mask(target, recon, cfg.foreground_threshold)
-        weights = weights + cfg.moving_weight * moving
-        weighted_error = (recon - target).abs() * weights
-        l1 = weighted_error.mean() / weights.mean()
+        errors = self.pixel_errors(target, recon)
+        l1 = errors.weighted_abs.mean() / errors.weights.mean()
         if self.training and self.revive_by == "pixels":
             per_token = F.avg_pool2d(
-                weighted_error.detach().sum(1, keepdim=True), self.tokenizer.patch
+                errors.weighted_abs.detach().sum(1, keepdim=True), self.tokenizer.patch
             )
             self._revival_priority = per_token.flatten()  # the quantizer's (B, h, w) order
         terms = {
@@ -116,13 +141,32 @@ class TokenizerModule(L.LightningModule):
             "commitment": cfg.commitment_weight * out.quantized.commitment_loss,
         }
         if cfg.moving_l2_weight > 0:
-            squared = (recon - target).pow(2).sum(1, keepdim=True) * moving
-            terms["moving_l2"] = cfg.moving_l2_weight * squared.sum() / moving.sum().clamp_min(1)
+            moving_pixels = errors.moving.sum().clamp_min(1)
+            terms["moving_l2"] = cfg.moving_l2_weight * errors.moving_squared.sum() / moving_pixels
         if self.perceptual is not None:
             terms["perceptual"] = cfg.perceptual_weight * self.perceptual(recon.clamp(0, 1), target)
         return terms, recon, out.quantized.tokens
 
+    @torch.no_grad()
+    def pick_hard_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """1/`hard_example_pool` of the frames, drawn with probability proportional to their
+        error now (the loss's pixel terms, summed over the frame).
+
+        Uniform batches starve the rare patches: in Pong a paddle patch that also holds the
+        ball needs a code per (paddle height, ball place) pair, and each pair turns up a few
+        times in a whole run. Drawing (not taking the worst) keeps some easy frames in every
+        batch, so what is already drawn well is still trained.
+        """
+        target = to_float_frames(frames)
+        errors = self.pixel_errors(target, self.tokenizer(target).reconstruction)
+        per_frame = errors.weighted_abs.flatten(1).sum(1)
+        per_frame += self.loss_cfg.moving_l2_weight * errors.moving_squared.flatten(1).sum(1)
+        keep = torch.multinomial(per_frame + 1e-12, len(frames) // self.hard_example_pool)
+        return frames[keep]
+
     def training_step(self, frames: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        if self.hard_example_pool > 1:
+            frames = self.pick_hard_frames(frames)
         terms, recon, tokens = self.losses(frames)
         if not losses_are_finite(self, terms):
             return None  # Lightning skips the optimizer step
