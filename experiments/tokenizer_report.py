@@ -66,6 +66,15 @@ def reconstruct(tokenizer: Tokenizer, frames: np.ndarray, chunk: int = 128):
     return np.concatenate(recons), torch.cat(tokens)
 
 
+def reconstruct_unquantized(tokenizer: Tokenizer, frames: np.ndarray, chunk: int = 128):
+    with torch.inference_mode():
+        parts = [
+            to_uint8_frames(tokenizer.decode_unquantized(torch.from_numpy(frames[i : i + chunk])))
+            for i in range(0, len(frames), chunk)
+        ]
+    return torch.cat(parts).numpy()
+
+
 def ball_by_patch_table(
     real: PongObjects, recon: PongObjects, patch: int, tol_px: float = 1.0
 ) -> list[str]:
@@ -119,6 +128,10 @@ def evaluate(tokenizer: Tokenizer, frames: np.ndarray) -> tuple[dict, np.ndarray
             "frames": len(frames),
         }
     )
+    # The same frames through the autoencoder without its codebook: what quantization loses.
+    unquantized = compare(real, detect(reconstruct_unquantized(tokenizer, frames)))
+    metrics["ball_recall_unquantized"] = unquantized["ball_recall"]
+    metrics["ball_false_positive_rate_unquantized"] = unquantized["ball_false_positive_rate"]
     by_patch = ball_by_patch_table(real, rebuilt, tokenizer.patch)
     return {k: float(v) for k, v in metrics.items()}, recon, by_patch
 

@@ -49,6 +49,20 @@ def test_a_local_encoder_gives_each_patch_a_token_of_its_own():
     assert torch.equal(local.encode(frames)[:, 1:], local.encode(changed)[:, 1:])
 
 
+def test_decoding_unquantized_is_decoding_codes_that_sit_on_the_encoder_outputs():
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(TokenizerConfig(**TINY, local_encoder=True)).eval()
+    frames = torch.rand(1, 3, 64, 64)
+    unquantized = tokenizer.decode_unquantized(frames)
+    assert not torch.allclose(tokenizer.decode(tokenizer.encode(frames)), unquantized)
+    with torch.no_grad():  # codes 0-15: the frame's 16 encoder outputs themselves
+        latents = tokenizer._latents(frames).permute(0, 2, 3, 1).reshape(16, -1)
+        tokenizer.quantizer.codebook.weight[:16] = latents
+    tokens = tokenizer.encode(frames)
+    assert torch.equal(tokens[0], torch.arange(16))
+    assert torch.allclose(tokenizer.decode(tokens), unquantized, atol=1e-5)
+
+
 def test_iris_sized_config_builds_with_16_tokens():
     cfg = TokenizerConfig(autoencoder=AutoencoderConfig())
     assert cfg.tokens_per_frame == 16 and cfg.num_codes == 512

@@ -316,3 +316,33 @@ def test_world_model_gap_reports_held_out_and_fresh_play_accuracy(smoke_run, tmp
     assert len(results) == 2
     for row in results.values():
         assert 0 <= row["changed_token_accuracy"] <= 1 and 0 <= row["token_accuracy"] <= 1
+
+
+def test_tokenizer_report_scores_a_bundle_with_the_issue_metrics(smoke_run, tmp_path):
+    out = tmp_path / "report"
+    run_experiment(
+        "tokenizer_report.py",
+        smoke_run / "bundle.ckpt",
+        "--out",
+        out,
+        "--data-dir",
+        tmp_path / "val",
+        "--episodes",
+        "1",
+        "--max-steps",
+        "64",
+    )
+    metrics = json.loads((out / "tokenizer_metrics.json").read_text())
+    for key in (
+        "ball_recall",
+        "ball_false_positive_rate",
+        "paddle_y_error_px",
+        "psnr_db",
+        "codebook_usage",
+        "ball_recall_unquantized",
+    ):
+        assert isinstance(metrics[key], float), key  # nan where the smoke model draws no paddle
+    assert 0 <= metrics["ball_recall"] <= 1 and 0 < metrics["codebook_usage"] <= 1
+    assert metrics["frames"] == 63  # 64 steps, less the first frame (another palette)
+    report = (out / "tokenizer_report.md").read_text()
+    assert "| ball_recall |" in report and (out / "tokenizer_grid.png").exists()

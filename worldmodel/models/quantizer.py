@@ -63,12 +63,13 @@ class VectorQuantizer(nn.Module):
         """(B, K) tokens -> (B, K) rows of the codebook table (= tokens with one book)."""
         return tokens + self.book_of_position(tokens.shape[-1]) * self.num_codes
 
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) vectors as the nearest-code search compares them."""
         return F.normalize(x, dim=-1) if self.cosine else x
 
     def codes(self) -> torch.Tensor:
         """(total_codes, D) every book's codes, as the distances see them."""
-        return self._prepare(self.codebook.weight)
+        return self.prepare(self.codebook.weight)
 
     def lookup(self, tokens: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         """(B, h*w) indices -> (B, D, h, w) code vectors."""
@@ -77,7 +78,7 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         b, d, h, w = z.shape
-        flat = self._prepare(z.permute(0, 2, 3, 1).reshape(b, h * w, d))
+        flat = self.prepare(z.permute(0, 2, 3, 1).reshape(b, h * w, d))
         self.book_of_position(h * w)  # checks that there is one book, or one per position
         all_codes = self.codes()
         with torch.no_grad():  # the choice carries no gradient: keep it out of the graph

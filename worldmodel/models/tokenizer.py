@@ -74,13 +74,17 @@ class Tokenizer(nn.Module):
         (h, w), p = self.latent_shape, self.patch
         return x.reshape(b, c, h, p, w, p).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, p, p)
 
-    def _encode(self, frames: torch.Tensor) -> QuantizerOutput:
+    def _latents(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w) what the encoder says, before the codebook."""
         x = to_float_frames(frames) * 2 - 1
         if not self.cfg.local_encoder:
-            return self.quantizer(self.pre_quant(self.encoder(x)))
+            return self.pre_quant(self.encoder(x))
         (h, w), b = self.latent_shape, x.shape[0]
         z = self.encoder(self.to_patches(x)).reshape(b, h, w, -1).permute(0, 3, 1, 2)
-        return self.quantizer(self.pre_quant(z))
+        return self.pre_quant(z)
+
+    def _encode(self, frames: torch.Tensor) -> QuantizerOutput:
+        return self.quantizer(self._latents(frames))
 
     def forward(self, frames: torch.Tensor) -> TokenizerOutput:
         quantized = self._encode(frames)
@@ -97,6 +101,16 @@ class Tokenizer(nn.Module):
         """Tokens (B, K) -> frames (B, 3, H, W) float in [0, 1]."""
         z_q = self.quantizer.lookup(tokens, self.latent_shape)
         return ((self.decoder(self.post_quant(z_q)) + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def decode_unquantized(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames -> what the decoder draws from the encoder's output itself, skipping the
+        codebook (as the distances see it: l2-normalised with cosine codes). Against
+        decode(encode(frames)) it tells what the quantization loses from what the
+        autoencoder never had."""
+        z = self._latents(frames).permute(0, 2, 3, 1)
+        z = self.quantizer.prepare(z).permute(0, 3, 1, 2)
+        return ((self.decoder(self.post_quant(z)) + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
     def token_patches(self) -> torch.Tensor:
