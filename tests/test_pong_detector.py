@@ -170,35 +170,3 @@ def test_other_frame_sizes(play):
 def test_rejects_wrong_shapes():
     with pytest.raises(ValueError):
         detect(np.zeros((64, 64, 3), np.uint8))
-
-
-def test_ball_code_budget_covers_balls_within_a_pixel_and_writes_its_report(tmp_path):
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    experiments = Path(__file__).resolve().parents[1] / "experiments"
-    sys.path.insert(0, str(experiments))
-    try:
-        from ball_code_budget import greedy_cover
-    finally:
-        sys.path.remove(str(experiments))
-    points = np.array([[0.0, 0.0], [0.5, 0.0], [1.2, 0.0], [5.0, 5.0]])
-    picks = greedy_cover(points)
-    assert [sorted(covered.tolist()) for _, covered in picks] == [[0, 1, 2], [3]]
-    assert np.array_equal(picks[0][0], [0.5, 0.0])
-
-    out = tmp_path / "report"
-    result = subprocess.run(
-        [sys.executable, str(experiments / "ball_code_budget.py"), "--episodes", "1"]
-        + ["--data-dir", str(tmp_path / "data"), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((out / "ball_code_budget.json").read_text())
-    # The open field needs one ball-free code (the empty patch); every ball is in some patch.
-    assert results["1,1"]["ball_free_contents"] == 1
-    assert 0.0 < results["all"]["held_out_kept"] <= 1.0

@@ -172,6 +172,9 @@ def test_the_moving_l2_term_counts_only_moving_pixels():
     squared = (recon - frames).pow(2).sum(1, keepdim=True)
     expected = (squared * moving).sum() / moving.sum().clamp_min(1)
     assert torch.allclose(terms["moving_l2"], expected)
+    weights = 1.0 + 10.0 * foreground_mask(frames, 0.02)  # (moving_weight defaults to 0)
+    l1 = ((recon - frames).abs() * weights).mean() / weights.mean()
+    assert torch.allclose(terms["l1"], l1)
     frames[1, :, 30:32, 40] = 1.0  # a ball in one frame: its pixels join the mask
     terms, recon, _ = module.losses(frames)
     assert moving_mask(frames, recon, 0.02)[1, 0, 30:32, 40].all()
@@ -189,14 +192,16 @@ def test_hard_example_picking_trains_mostly_on_the_frames_drawn_worst():
         optimizer.step()
     hard = torch.arange(16) % 4 == 0  # 4 of 16 frames full of noise: drawn far worse
     frames[hard] = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
-    frames[hard, 0, 0, 0] = torch.arange(4, dtype=torch.uint8)  # tell them apart
-    picked = torch.cat([module.pick_hard_frames(frames) for _ in range(20)])
-    assert picked.shape == (20 * 4, 64, 64, 3)
-    is_hard = (picked != torch.tensor([144, 72, 17], dtype=torch.uint8)).any(-1).flatten(1).any(1)
-    assert is_hard.float().mean() > 0.9
-    # Drawn, not taken: without replacement, each noisy frame at most once per pick.
-    first = module.pick_hard_frames(frames)
-    assert len(set(first[:, 0, 0, 0].tolist())) == len(first)
+    frames[:, 0, 0, 0] = torch.arange(16, dtype=torch.uint8)  # tell every frame apart
+    idle = module.tokenizer.quantizer.idle_steps.clone()
+    picked = [module.pick_hard_frames(frames)[:, 0, 0, 0] for _ in range(20)]
+    assert all(len(p) == 4 for p in picked)
+    # Drawn without replacement: a frame at most once per batch.
+    assert all(len(set(p.tolist())) == 4 for p in picked)
+    assert hard[torch.cat(picked).long()].float().mean() > 0.9
+    # Scoring the candidates is not using codes: only the trained batch counts for revival.
+    assert torch.equal(module.tokenizer.quantizer.idle_steps, idle)
+    assert module.tokenizer.training
 
 
 def test_foreground_mask_finds_a_faint_ball():

@@ -342,7 +342,30 @@ def test_tokenizer_report_scores_a_bundle_with_the_issue_metrics(smoke_run, tmp_
         "ball_recall_unquantized",
     ):
         assert isinstance(metrics[key], float), key  # nan where the smoke model draws no paddle
-    assert 0 <= metrics["ball_recall"] <= 1 and 0 < metrics["codebook_usage"] <= 1
+    for key in ("ball_recall", "ball_recall_unquantized", "codebook_usage"):
+        assert 0 <= metrics[key] <= 1, key
     assert metrics["frames"] == 63  # 64 steps, less the first frame (another palette)
     report = (out / "tokenizer_report.md").read_text()
     assert "| ball_recall |" in report and (out / "tokenizer_grid.png").exists()
+
+
+def test_ball_code_budget_covers_balls_within_a_pixel_and_writes_its_report(tmp_path):
+    experiments = CONFIG_DIR.parent / "experiments"
+    sys.path.insert(0, str(experiments))  # the experiments import each other as scripts
+    try:
+        from ball_code_budget import greedy_cover
+    finally:
+        sys.path.remove(str(experiments))
+    points = np.array([[0.0, 0.0], [0.5, 0.0], [1.2, 0.0], [5.0, 5.0]])
+    picks = greedy_cover(points)
+    assert [sorted(covered.tolist()) for _, covered in picks] == [[0, 1, 2], [3]]
+    assert np.array_equal(picks[0][0], [0.5, 0.0])
+
+    out = tmp_path / "report"
+    run_experiment(
+        "ball_code_budget.py", "--episodes", "1", "--data-dir", tmp_path / "data", "--out", out
+    )
+    results = json.loads((out / "ball_code_budget.json").read_text())
+    # The open field needs one ball-free code (the empty patch); every ball is in some patch.
+    assert results["1,1"]["ball_free_contents"] == 1
+    assert 0.0 < results["all"]["held_out_kept"] <= results["all"]["sample_kept"] <= 1.0

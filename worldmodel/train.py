@@ -77,9 +77,17 @@ def fit_stage(
     # ran before it in this process.
     L.seed_everything(cfg.seed + STAGES.index(stage), workers=True)
     stage_dir, checkpoints = Path(cfg.paths.output_dir) / stage, checkpoint_dir(cfg, stage)
-    # With hard-example picking the step trains on 1/pool of the frames the data brings.
-    batch_size = stage_cfg.batch_size * stage_cfg.get("hard_example_pool", 1)
-    datamodule = instantiate(cfg.data, env=spec, batch_size=batch_size, **data_overrides)
+    # With hard-example picking a step trains on 1/pool of the frames the data brings;
+    # validation batches stay the size a step trains on (the loss's static scene is a
+    # per-batch median, so the batch size shapes the validation loss).
+    pool = getattr(module, "hard_example_pool", 1)
+    datamodule = instantiate(
+        cfg.data,
+        env=spec,
+        batch_size=stage_cfg.batch_size * pool,
+        val_batch_size=stage_cfg.batch_size,
+        **data_overrides,
+    )
     loggers = make_loggers(cfg, stage)
     try:
         trainer: L.Trainer = instantiate(
@@ -121,8 +129,9 @@ def fit_stage(
 
 def warm_start_tokenizer(tokenizer: Tokenizer, path: str) -> None:
     """Start from another run's tokenizer weights (new optimizer, step 0): to fine-tune a
-    trained tokenizer (a bundle's too) with other settings. The weights must fit; switches
-    that change no weight (local_encoder, the loss) may differ, and are logged."""
+    trained tokenizer (a bundle's too) with other settings (the loss and learning rate live
+    in the module, not here). The weights must fit; config fields that change none of them
+    (local_encoder without attention, dead-code revival) may differ, and are logged."""
     source = load_tokenizer(path)
     load_weights(
         tokenizer, source.state_dict(), f"{path}: its tokenizer does not fit tokenizer's config"

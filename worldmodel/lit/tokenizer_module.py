@@ -59,12 +59,20 @@ def moving_mask(target: torch.Tensor, recon: torch.Tensor, threshold: float) -> 
 
 @dataclass
 class PixelErrors:
+    """Per pixel, what the loss's pixel terms are made of."""
+
     weighted_abs: torch.Tensor  # (B, 3, H, W) absolute error x weights
     weights: torch.Tensor  # (B, 1, H, W) 1 + foreground and moving-pixel weights
     moving: torch.Tensor  # (B, 1, H, W) bool, see moving_mask
-    moving_squared: (
-        torch.Tensor
-    )  # (B, 1, H, W) squared error summed over colours, moving pixels only
+    # (B, 1, H, W) squared error summed over colours, on moving pixels only
+    moving_squared: torch.Tensor
+
+    def loss_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) x 2: each frame's share of the L1 term and of the moving squared-error term
+        (unweighted); over the batch they sum to the terms themselves."""
+        l1 = self.weighted_abs.flatten(1).sum(1) / self.weights.sum() / self.weighted_abs.shape[1]
+        squared = self.moving_squared.flatten(1).sum(1) / self.moving.sum().clamp_min(1)
+        return l1, squared
 
 
 class TokenizerModule(L.LightningModule):
@@ -110,6 +118,7 @@ class TokenizerModule(L.LightningModule):
         self.throughput = Throughput()
 
     def pixel_errors(self, target: torch.Tensor, recon: torch.Tensor) -> PixelErrors:
+        """target, recon (B, 3, H, W) in [0, 1]."""
         cfg = self.loss_cfg
         weights = 1.0 + cfg.foreground_weight * foreground_mask(target, cfg.foreground_threshold)
         moving = moving_mask(target, recon, cfg.foreground_threshold)
@@ -129,7 +138,7 @@ class TokenizerModule(L.LightningModule):
         recon = out.reconstruction
         cfg = self.loss_cfg
         errors = self.pixel_errors(target, recon)
-        l1 = errors.weighted_abs.mean() / errors.weights.mean()
+        l1, moving_squared = (share.sum() for share in errors.loss_terms())
         if self.training and self.revive_by == "pixels":
             per_token = F.avg_pool2d(
                 errors.weighted_abs.detach().sum(1, keepdim=True), self.tokenizer.patch
@@ -141,26 +150,30 @@ class TokenizerModule(L.LightningModule):
             "commitment": cfg.commitment_weight * out.quantized.commitment_loss,
         }
         if cfg.moving_l2_weight > 0:
-            moving_pixels = errors.moving.sum().clamp_min(1)
-            terms["moving_l2"] = cfg.moving_l2_weight * errors.moving_squared.sum() / moving_pixels
+            terms["moving_l2"] = cfg.moving_l2_weight * moving_squared
         if self.perceptual is not None:
             terms["perceptual"] = cfg.perceptual_weight * self.perceptual(recon.clamp(0, 1), target)
         return terms, recon, out.quantized.tokens
 
     @torch.no_grad()
     def pick_hard_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """1/`hard_example_pool` of the frames, drawn with probability proportional to their
-        error now (the loss's pixel terms, summed over the frame).
+        """1/`hard_example_pool` of the frames, drawn with probability proportional to each
+        frame's share of the loss's pixel terms (L1 and moving squared error) now.
 
         Uniform batches starve the rare patches: in Pong a paddle patch that also holds the
         ball needs a code per (paddle height, ball place) pair, and each pair turns up a few
         times in a whole run. Drawing (not taking the worst) keeps some easy frames in every
         batch, so what is already drawn well is still trained.
         """
-        target = to_float_frames(frames)
-        errors = self.pixel_errors(target, self.tokenizer(target).reconstruction)
-        per_frame = errors.weighted_abs.flatten(1).sum(1)
-        per_frame += self.loss_cfg.moving_l2_weight * errors.moving_squared.flatten(1).sum(1)
+        # In eval mode: scoring candidates must not count as using codes (dead-code revival).
+        self.tokenizer.eval()
+        try:
+            target = to_float_frames(frames)
+            errors = self.pixel_errors(target, self.tokenizer(target).reconstruction)
+        finally:
+            self.tokenizer.train()
+        l1, squared = errors.loss_terms()
+        per_frame = self.loss_cfg.l1_weight * l1 + self.loss_cfg.moving_l2_weight * squared
         keep = torch.multinomial(per_frame + 1e-12, len(frames) // self.hard_example_pool)
         return frames[keep]
 
