@@ -2,7 +2,7 @@
 tokenizer that gives each 16x16 patch of a 64x64 frame one code of its own (local encoder, a
 codebook per place).
 
-    python experiments/ball_code_budget.py [--episodes 64] [--codes 512]
+    python experiments/ball_code_budget.py [--episodes 160] [--codes 512]
 
 A code draws one fixed patch. To put the ball within 1 px of every real ball, a patch needs a
 code per (what else is in the patch, ball place): the rest of the patch is the paddle of that
@@ -25,6 +25,7 @@ codes this well. It ignores what the decoder could take from neighbouring tokens
 
 import argparse
 import functools
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,7 @@ def budget(sample: PongObjects, held: PongObjects, codes: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=64)
+    parser.add_argument("--episodes", type=int, default=160)
     parser.add_argument("--codes", type=int, default=512)
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--out", type=Path, default=Path("experiments/reports/ball_code_budget"))
@@ -156,7 +157,11 @@ def main() -> None:
         VAL_MAX_STEPS,
         SAMPLE_SEED,
     )
-    sample = detect(np.concatenate([e.frames[1:] for e in episodes]))
+    # Episode by episode: the detector works in float32, 16 bytes a pixel for 100k+ frames.
+    found = [detect(e.frames[1:]) for e in episodes]
+    sample = PongObjects(
+        *(np.concatenate([getattr(f, k.name) for f in found]) for k in fields(PongObjects))
+    )
     held = detect(held_out_frames(spec, str(Path(args.data_dir) / "val")))
     results = budget(sample, held, args.codes)
     header = [
