@@ -69,10 +69,10 @@ def reconstruct(tokenizer: Tokenizer, frames: np.ndarray, chunk: int = 128):
 def reconstruct_unquantized(tokenizer: Tokenizer, frames: np.ndarray, chunk: int = 128):
     with torch.inference_mode():
         parts = [
-            to_uint8_frames(tokenizer.decode_unquantized(torch.from_numpy(frames[i : i + chunk])))
-            for i in range(0, len(frames), chunk)
+            tokenizer.decode_unquantized(torch.from_numpy(part))
+            for part in np.split(frames, range(chunk, len(frames), chunk))
         ]
-    return torch.cat(parts).numpy()
+    return to_uint8_frames(torch.cat(parts)).numpy()
 
 
 def ball_by_patch_table(

@@ -123,11 +123,12 @@ class TokenizerModule(L.LightningModule):
         weights = 1.0 + cfg.foreground_weight * foreground_mask(target, cfg.foreground_threshold)
         moving = moving_mask(target, recon, cfg.foreground_threshold)
         weights = weights + cfg.moving_weight * moving
+        error = recon - target
         return PixelErrors(
-            weighted_abs=(recon - target).abs() * weights,
+            weighted_abs=error.abs() * weights,
             weights=weights,
             moving=moving,
-            moving_squared=(recon - target).pow(2).sum(1, keepdim=True) * moving,
+            moving_squared=error.pow(2).sum(1, keepdim=True) * moving,
         )
 
     def losses(

@@ -86,9 +86,13 @@ class Tokenizer(nn.Module):
     def _encode(self, frames: torch.Tensor) -> QuantizerOutput:
         return self.quantizer(self._latents(frames))
 
+    def _draw(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w) code vectors -> frames in [0, 1], unclamped (the loss sees overshoot)."""
+        return (self.decoder(self.post_quant(z)) + 1) / 2
+
     def forward(self, frames: torch.Tensor) -> TokenizerOutput:
         quantized = self._encode(frames)
-        reconstruction = (self.decoder(self.post_quant(quantized.z_q)) + 1) / 2
+        reconstruction = self._draw(quantized.z_q)
         return TokenizerOutput(reconstruction, quantized)
 
     @torch.no_grad()
@@ -100,7 +104,7 @@ class Tokenizer(nn.Module):
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens (B, K) -> frames (B, 3, H, W) float in [0, 1]."""
         z_q = self.quantizer.lookup(tokens, self.latent_shape)
-        return ((self.decoder(self.post_quant(z_q)) + 1) / 2).clamp(0, 1)
+        return self._draw(z_q).clamp(0, 1)
 
     @torch.no_grad()
     def decode_unquantized(self, frames: torch.Tensor) -> torch.Tensor:
@@ -110,7 +114,7 @@ class Tokenizer(nn.Module):
         autoencoder never had."""
         z = self._latents(frames).permute(0, 2, 3, 1)
         z = self.quantizer.prepare(z).permute(0, 3, 1, 2)
-        return ((self.decoder(self.post_quant(z)) + 1) / 2).clamp(0, 1)
+        return self._draw(z).clamp(0, 1)
 
     @torch.no_grad()
     def token_patches(self) -> torch.Tensor:
