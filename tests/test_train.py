@@ -17,7 +17,7 @@ from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, he
 from worldmodel.envs import EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.models.world_model import WorldModel
-from worldmodel.train import CONFIG_DIR, warm_start
+from worldmodel.train import CONFIG_DIR, make_datamodule, warm_start
 
 from .cli import assert_ok, run_module
 
@@ -53,6 +53,23 @@ def test_experiment_configs_compose_and_build(exp):
     assert spec.frame_size == 64
     policy = instantiate(cfg.policy)(action_meanings=spec.action_meanings(), num_envs=2, seed=0)
     assert hasattr(policy, "act")
+
+
+def test_hard_example_picking_brings_a_pool_per_batch_and_validates_on_plain_batches(tmp_path):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "+exp=smoke",
+                "tokenizer.hard_example_pool=3",
+                f"paths.root={tmp_path}",
+                f"paths.output_dir={tmp_path}",
+            ],
+        )
+    module = instantiate(cfg.tokenizer.module)
+    assert module.hard_example_pool == 3
+    datamodule = make_datamodule(cfg, "tokenizer", module, instantiate(cfg.env), mode="frames")
+    assert (datamodule.batch_size, datamodule.val_batch_size) == (3 * 8, 8)
 
 
 def test_a_config_typo_and_an_unknown_experiment_are_clear_errors():

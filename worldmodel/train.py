@@ -68,6 +68,22 @@ def git_revision() -> str:
         return "unknown"
 
 
+def make_datamodule(
+    cfg: DictConfig, stage: str, module: L.LightningModule, spec: EnvSpec, **data_overrides
+) -> L.LightningDataModule:
+    """The stage's data. With hard-example picking a step trains on 1/pool of the frames the
+    data brings; validation batches stay the size a step trains on (the loss's static scene
+    is a per-batch median, so the batch size shapes the validation loss)."""
+    batch_size = cfg[stage].batch_size
+    return instantiate(
+        cfg.data,
+        env=spec,
+        batch_size=batch_size * getattr(module, "hard_example_pool", 1),
+        val_batch_size=batch_size,
+        **data_overrides,
+    )
+
+
 def fit_stage(
     cfg: DictConfig, stage: str, module: L.LightningModule, spec: EnvSpec, **data_overrides
 ) -> tuple[L.Trainer, Path]:
@@ -77,17 +93,7 @@ def fit_stage(
     # ran before it in this process.
     L.seed_everything(cfg.seed + STAGES.index(stage), workers=True)
     stage_dir, checkpoints = Path(cfg.paths.output_dir) / stage, checkpoint_dir(cfg, stage)
-    # With hard-example picking a step trains on 1/pool of the frames the data brings;
-    # validation batches stay the size a step trains on (the loss's static scene is a
-    # per-batch median, so the batch size shapes the validation loss).
-    pool = getattr(module, "hard_example_pool", 1)
-    datamodule = instantiate(
-        cfg.data,
-        env=spec,
-        batch_size=stage_cfg.batch_size * pool,
-        val_batch_size=stage_cfg.batch_size,
-        **data_overrides,
-    )
+    datamodule = make_datamodule(cfg, stage, module, spec, **data_overrides)
     loggers = make_loggers(cfg, stage)
     try:
         trainer: L.Trainer = instantiate(
