@@ -21,7 +21,7 @@ forgets where the ball was going).
 """
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -71,7 +71,7 @@ class LearnedGame:
         *,
         temperature: float = 1.0,
         top_p: float = 1.0,
-        greedy: bool = False,
+        greedy: bool | Sequence[bool] = False,
         seed: int | None = None,
         keep_frames: int | None = None,
         compile: bool = False,
@@ -79,6 +79,9 @@ class LearnedGame:
     ) -> None:
         """`top_p` < 1 samples from the nucleus only: the most likely tokens that make up
         that much of the probability (cuts the unlikely tail: a ball that jumps).
+        `greedy`: take the likeliest tokens instead of sampling, for every game or per game
+        (a sequence with one flag per game of the batch, e.g. greedy and sampled dreams
+        side by side in one batch).
         `speculative`: True / False picks the schedule (see the module docstring); None
         speculates for a single game (play) and goes sequentially for batches."""
         self.tokenizer, self.world_model = tokenizer.eval(), world_model.eval()
@@ -139,21 +142,28 @@ class LearnedGame:
         # all but the trailing action
         self.world_model.hidden(sequence[:, :-1], self.cache, self.places)
 
-    @property
-    def _greedy(self) -> bool:
-        return self.greedy or self.temperature <= 0
+    def _sampling_games(self, b: int) -> torch.Tensor:
+        """(B,) bool: the games that sample (the others take the likeliest tokens)."""
+        if self.temperature <= 0:
+            return torch.zeros(b, dtype=torch.bool, device=self.device)
+        greedy = torch.as_tensor(self.greedy, dtype=torch.bool, device=self.device)
+        if greedy.dim() and len(greedy) != b:
+            raise ValueError(f"greedy has {len(greedy)} flags for a batch of {b} games")
+        return ~greedy.expand(b)
 
     def _gumbel(self, b: int) -> torch.Tensor:
         """The frame's sampling noise (B, K + 1, num_codes): row j picks the token after the
         frame's j-th input (the action, then its tokens); the last input predicts nothing."""
         k, v = self.cfg.tokens_per_frame, self.cfg.num_codes
         noise = torch.zeros(b, k + 1, v, device=self.device)
-        if not self._greedy:  # Gumbel(0, 1); finite (from a uniform > 0), so that a nucleus of
+        sampling = self._sampling_games(b)
+        if sampling.any():  # Gumbel(0, 1); finite (from a uniform > 0), so that a nucleus of
             # one token is never all -inf
             uniform = torch.rand(b, k, v, generator=self.generator, device=self.device)
             noise[:, :k] = -torch.log(
                 -torch.log(uniform.clamp_min_(torch.finfo(uniform.dtype).tiny))
             )
+            noise[~sampling] = 0.0
         return noise
 
     def _forward(
@@ -226,7 +236,9 @@ class LearnedGame:
         sampling = (
             torch.tensor(1.0 / self.temperature if self.temperature > 0 else 1.0),
             # The nucleus never changes a greedy pick: no sort then.
-            torch.tensor(float(self.top_p)) if self.top_p < 1 and not self._greedy else None,
+            torch.tensor(float(self.top_p))
+            if self.top_p < 1 and self._sampling_games(len(actions)).any()
+            else None,
         )
         block = torch.cat([actions[:, None] + self.cfg.num_codes, self.frame_tokens[:, -1]], 1)
         speculate = self.speculative if self.speculative is not None else len(actions) == 1

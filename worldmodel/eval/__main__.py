@@ -1,65 +1,84 @@
-"""`python -m worldmodel.eval bundle=PATH [context=4 horizon=60 rollouts=32 out=DIR]`
+"""`python -m worldmodel.eval bundle=PATH [horizon=30 rollouts=32 closed_loop=true events=true
+out=DIR ...]` (every setting: `EvalSettings`)
 
-Fidelity of the learned game against held-out real play; prints a table and writes
-DIR/fidelity_report.md, DIR/fidelity_metrics.json and DIR/fidelity_vs_horizon.png.
+How faithful the learned game is, three ways:
+* open loop: from held-out tracker episodes, the dream fed the recorded actions, compared
+  with what really happened per horizon step (with the copy-last and tokenizer baselines);
+* events (`events=true`): paddle bounces, wall bounces and points found in the dream within
+  +-2 steps of the real ones, on held-out tracker and random-policy episodes;
+* closed loop (`closed_loop=true`): a controller that sees only frames plays the real game
+  and the dream from the same start; teleports, ghosts, rallies, score consistency.
+Prints the tables and writes DIR/fidelity.json, DIR/fidelity_report.md,
+DIR/fidelity_vs_horizon.png, DIR/contact_sheet.png and DIR/closed_loop_dream.mp4.
 """
 
 import functools
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-from omegaconf.errors import OmegaConfBaseException  # noqa: E402
-
-from worldmodel.bundle import BundleError, load_bundle  # noqa: E402
-from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes  # noqa: E402
-from worldmodel.envs.policies import TrackerPolicy  # noqa: E402
-from worldmodel.eval.fidelity import (  # noqa: E402
+from worldmodel.bundle import Bundle, BundleError, load_bundle
+from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
+from worldmodel.data.episode import Episode
+from worldmodel.envs.policies import RandomPolicy, TrackerPolicy
+from worldmodel.eval import report
+from worldmodel.eval.closed_loop import closed_loop
+from worldmodel.eval.events import Court
+from worldmodel.eval.fidelity import (
+    Rollouts,
     ball_motion,
     detect_rollouts,
+    open_loop_events,
     per_step_metrics,
     reward_events,
     roll_out,
 )
 
-DEFAULTS = {
-    "bundle": "???",
-    "context": 4,
-    "horizon": 60,
-    "rollouts": 32,
-    "temperature": 1.0,
-    "top_p": 1.0,  # sample from the nucleus of this much probability (1: all of it)
-    "seed": 0,
-    "compile": True,  # torch.compile the world model's forward and the decoder (see LearnedGame)
-    "out": "experiments/reports/fidelity",
-    "data_dir": "data/val",
-    "episodes": VAL_EPISODES,  # the held-out set training validated on
-    "max_steps": VAL_MAX_STEPS,
-}
-REPORT_STEPS = (1, 5, 10, 20, 40, 60)
-SOURCES = ("model", "model_greedy", "copy_last", "tokenizer_ceiling")
+
+@dataclass
+class EvalSettings:
+    bundle: str = MISSING
+    context: int = 4  # real frames before the first imagined one
+    horizon: int = 30  # imagined steps per open-loop rollout
+    rollouts: int = 32
+    temperature: float = 1.0
+    top_p: float = 1.0  # sample from the nucleus of this much probability (1: all of it)
+    seed: int = 0
+    compile: bool = True  # torch.compile the world model's forward and the decoder
+    events: bool = True  # bounce and point events, also on held-out random-policy episodes
+    closed_loop: bool = True
+    closed_loop_steps: int = 1000
+    dreams: int = 4  # sampled closed-loop dreams (and one greedy)
+    out: str = "experiments/reports/fidelity"
+    data_dir: str = "data/val"
+    episodes: int = VAL_EPISODES  # the held-out set training validated on
+    max_steps: int = VAL_MAX_STEPS
+
+    def check(self) -> None:
+        """Every out-of-range setting is one clear error, before any work starts."""
+        for name in ("context", "horizon", "rollouts", "dreams", "episodes", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.closed_loop_steps < 10:
+            raise ValueError(f"closed_loop_steps must be at least 10, got {self.closed_loop_steps}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0: greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
-def evaluate(cfg) -> dict:
-    bundle = load_bundle(cfg.bundle)
-    context = min(cfg.context, bundle.world_model.cfg.max_frames - 1)
-    episodes = held_out_episodes(
-        bundle.spec,
-        functools.partial(TrackerPolicy),
-        cfg.data_dir,
-        cfg.episodes,
-        cfg.max_steps,
-        seed=VAL_SEED,
-    )
-    results: dict = {"horizons": list(range(1, cfg.horizon + 1)), "ball_motion": {}}
-    real_objects = None  # the same real frames for every source: detected once
+def open_loop(
+    bundle: Bundle, episodes: list[Episode], cfg: EvalSettings, context: int
+) -> tuple[dict, dict[str, Rollouts]]:
+    """Per-horizon metrics and ball motion of the sampled and greedy dreams and the two
+    baselines, over rollouts from `episodes`; also the events of both dreams."""
+    results: dict = {"ball_motion": {}, "events": {}}
+    runs, real_objects = {}, None  # the same real frames for every source: detected once
     for name, greedy in (("model", False), ("model_greedy", True)):
         rollouts = roll_out(
             bundle,
@@ -79,8 +98,12 @@ def evaluate(cfg) -> dict:
         metrics = per_step_metrics(rollouts.real, rollouts.imagined, (real_objects, objects))
         results[name] = {k: v.tolist() for k, v in metrics.items()}
         results["ball_motion"][name] = ball_motion(rollouts.imagined, objects)
-        events = reward_events(rollouts.real_rewards, rollouts.imagined_rewards)
-        results["reward_events" if name == "model" else "reward_events_greedy"] = events
+        results["events"][name] = open_loop_events(
+            (real_objects, rollouts.real_rewards),
+            (objects, rollouts.imagined_rewards),
+            Court(*rollouts.real.shape[2:4]),
+        )
+        runs[name] = rollouts
     # The baselines do not depend on sampling: computed from the last rollouts' real frames.
     for name, other in (
         ("copy_last", rollouts.copy_last),
@@ -92,101 +115,131 @@ def evaluate(cfg) -> dict:
         if name == "tokenizer_ceiling":
             results["ball_motion"][name] = ball_motion(other, objects)
     results["ball_motion"]["real"] = ball_motion(rollouts.real, real_objects)
-    results["settings"] = {**OmegaConf.to_container(cfg), "context": context}
-    return results
+    return results, runs
 
 
-def table(results: dict, horizon: int) -> str:
-    steps = [s for s in REPORT_STEPS if s <= horizon]
-    lines = [
-        "| metric | source | " + " | ".join(f"h={s}" for s in steps) + " |",
-        "|---|---|" + "---:|" * len(steps),
-    ]
-    for metric in results["model"]:
-        for source in SOURCES:
-            values = results[source][metric]
-            cells = " | ".join(f"{values[s - 1]:.2f}" for s in steps)
-            lines.append(f"| {metric} | {source} | {cells} |")
-    return "\n".join(lines)
-
-
-def motion_table(motion: dict) -> str:
-    sources = ("real", "tokenizer_ceiling", "model", "model_greedy")
-    lines = ["| ball, over all steps | " + " | ".join(sources) + " |", "|---|" + "---:|" * 4]
-    for key, name in (
-        ("ball_seen", "seen (fraction of frames)"),
-        ("ball_moving", "moved 2 px or more in two steps (fraction)"),
-        ("horizontal_reversals_per_100", "horizontal reversals (paddle hits, serves) / 100 steps"),
-        ("horizontal_reversals_middle_per_100", "... of them in the middle half (jitter)"),
-        ("vertical_reversals_per_100", "vertical reversals (wall bounces) / 100 steps"),
-        ("vertical_reversals_middle_per_100", "... of them in the middle half (paddle or jitter)"),
-    ):
-        lines.append(f"| {name} | " + " | ".join(f"{motion[s][key]:.2f}" for s in sources) + " |")
-    lost = (
-        " / ".join(f"{v:.1f}" for v in motion[s]["ball_lost_per_100_by_quarter"]) for s in sources
+def evaluate(cfg: EvalSettings, bundle: Bundle) -> tuple[dict, dict]:
+    """All sections; returns the results (fidelity.json) and the frames for the media."""
+    context = min(cfg.context, bundle.world_model.cfg.max_frames - 1)
+    held_out = functools.partial(
+        held_out_episodes,
+        bundle.spec,
+        root=cfg.data_dir,
+        num_episodes=cfg.episodes,
+        max_steps=cfg.max_steps,
+        seed=VAL_SEED,
     )
-    lines.append(
-        "| lost / 100 steps, by quarter of the width last seen in | " + " | ".join(lost) + " |"
+    tracker, runs = open_loop(bundle, held_out(functools.partial(TrackerPolicy)), cfg, context)
+    results = {"horizons": list(range(1, cfg.horizon + 1)), **tracker}
+    results["reward_events"] = reward_events(
+        runs["model"].real_rewards, runs["model"].imagined_rewards
     )
-    return "\n".join(lines)
+    results["reward_events_greedy"] = reward_events(
+        runs["model_greedy"].real_rewards, runs["model_greedy"].imagined_rewards
+    )
+    media = {"sheet": (runs["model"].real, runs["model"].imagined)}
+    events = {"tracker": results.pop("events")}
+    if cfg.events:
+        random_play, _ = open_loop(bundle, held_out(functools.partial(RandomPolicy)), cfg, context)
+        events["random"] = random_play.pop("events")
+        results["random_policy"] = random_play
+        results["events"] = events
+    if cfg.closed_loop:
+        stats, real, dream = closed_loop(
+            bundle,
+            cfg.closed_loop_steps,
+            cfg.dreams,
+            cfg.seed,
+            context,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            compile=cfg.compile,
+        )
+        results["closed_loop"] = stats
+        media["video"] = (dream.frames, real.frames)
+    results["settings"] = {**OmegaConf.to_container(OmegaConf.structured(cfg)), "context": context}
+    return results, media
 
 
-def plot(results: dict, path: Path) -> None:
-    metrics = list(results["model"])
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2))
-    for ax, metric in zip(axes, metrics, strict=True):
-        for source in SOURCES:
-            values = results[source][metric]
-            ax.plot(np.arange(1, len(values) + 1), values, label=source)
-        ax.set_title(metric)
-        ax.set_xlabel("steps imagined")
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def main(argv: list[str]) -> int:
-    try:
-        cfg = OmegaConf.create(DEFAULTS)
-        OmegaConf.set_struct(cfg, True)
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(argv))
-        start = time.time()
-        results = evaluate(cfg)
-    except (BundleError, OmegaConfBaseException, ValueError) as err:
-        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
+def write_report(results: dict, media: dict, cfg: EvalSettings, argv: list[str], seconds: float):
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fidelity.json").write_text(json.dumps(results, indent=2))
-    plot(results, out / "fidelity_vs_horizon.png")
-    text = table(results, cfg.horizon)
+    report.plot(results, out / "fidelity_vs_horizon.png")
+    shown = report.contact_sheet(*media["sheet"], out / "contact_sheet.png")
     rewards = results["reward_events"]
-    report = [
+    text = [
         "# Fidelity of the learned game",
         "",
         f"Command: `python -m worldmodel.eval {' '.join(argv)}`  ",
         f"{cfg.rollouts} rollouts from held-out tracker episodes, {results['settings']['context']}"
         f" real context frames, then {cfg.horizon} imagined steps with the recorded actions.",
         "",
-        text,
+        report.horizon_table(results, cfg.horizon),
         "",
         f"Points (rewards) in these rollouts: real {rewards['real_points']}, predicted "
-        f"{rewards['predicted_points']}, matched (same sign within 2 steps) "
+        f"{rewards['predicted_points']}, matched (same sign within 2 steps, one to one) "
         f"{rewards['points_matched']}.",
         "",
         "Does the ball move and bounce? Each rollout's ball track, real vs imagined:",
         "",
-        motion_table(results["ball_motion"]),
+        report.motion_table(results["ball_motion"]),
         "",
         "![fidelity](fidelity_vs_horizon.png)",
         "",
-        f"Evaluation took {time.time() - start:.0f} s.",
+        f"Contact sheet: rows real, dream (sampled), for the first rollouts; columns after "
+        f"{', '.join(map(str, shown))} imagined steps.",
+        "",
+        "![contact sheet](contact_sheet.png)",
+        "",
     ]
-    (out / "fidelity_report.md").write_text("\n".join(report) + "\n")
-    print(text)
-    print(motion_table(results["ball_motion"]))
-    print(f"points: {rewards}")
+    if "events" in results:
+        text += [
+            "## Events (open loop)",
+            "",
+            "A dream's event matches a real one of the same side (paddle, wall) or sign "
+            "(point) within +-2 steps, one to one. Chance: the recall that a real event at a "
+            "random time would get (the fraction of 5-step windows holding a dream event).",
+            "",
+            report.events_table(results["events"]),
+            "",
+            "Held-out random-policy episodes, per horizon:",
+            "",
+            report.horizon_table(results["random_policy"], cfg.horizon),
+            "",
+        ]
+    if "closed_loop" in results:
+        settings = results["closed_loop"]["settings"]
+        text += [
+            "## Closed loop",
+            "",
+            f"The frame-reading controller plays {settings['steps']} steps of the real game "
+            f"and of {settings['dreams']} sampled dreams + 1 greedy one, all from the same "
+            f"{settings['context']} real frames. Video (dream | real): closed_loop_dream.mp4.",
+            "",
+            report.closed_loop_table(results["closed_loop"]),
+            "",
+        ]
+        report.video(*media["video"], out / "closed_loop_dream.mp4")
+    text.append(f"Evaluation took {seconds:.0f} s.")
+    (out / "fidelity_report.md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+
+
+def main(argv: list[str]) -> int:
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(EvalSettings), OmegaConf.from_dotlist(argv))
+        cfg = OmegaConf.to_object(cfg)
+        cfg.check()
+        bundle = load_bundle(cfg.bundle)
+        if bundle.world_model is None:
+            raise BundleError(f"{cfg.bundle} holds a tokenizer only: the eval needs a world model")
+        start = time.time()
+        results, media = evaluate(cfg, bundle)
+    except (BundleError, OmegaConfBaseException, ValueError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    write_report(results, media, cfg, argv, time.time() - start)
     return 0
 
 

@@ -15,6 +15,15 @@ import torch
 from worldmodel.bundle import Bundle
 from worldmodel.data.episode import Episode
 from worldmodel.engine import LearnedGame, to_uint8_frames
+from worldmodel.eval.events import (
+    MIN_MOVE_PX,
+    SPAN,
+    Court,
+    ball_events,
+    event_scores,
+    point_events,
+    reversals,
+)
 from worldmodel.eval.pong_detector import PongObjects, detect
 
 
@@ -144,26 +153,11 @@ def per_step_metrics(
     }
 
 
-def _reversals(moves: np.ndarray, min_move_px: float) -> list[int]:
-    """The moves (indices) that reverse the one before, along one track of moves (nan where
-    the ball was not seen at both ends). Moves under `min_move_px` are skipped: the ball
-    stands almost still for a step at a paddle or a wall."""
-    reversing, direction = [], 0.0
-    for i, move in enumerate(moves):
-        if np.isnan(move):
-            direction = 0.0  # the ball was lost: a reappearing ball starts a new track
-        elif abs(move) >= min_move_px:
-            if direction and np.sign(move) != direction:
-                reversing.append(i)
-            direction = np.sign(move)
-    return reversing
-
-
 def ball_motion(
     frames: np.ndarray,
     objects: PongObjects | None = None,
-    span: int = 2,
-    min_move_px: float = 2.0,
+    span: int = SPAN,
+    min_move_px: float = MIN_MOVE_PX,
 ) -> dict[str, float | list[float]]:
     """Does the ball behave like a Pong ball? Over rollouts (B, H, h, w, 3), each judged on
     its own track: how often a ball is seen, how often a seen ball moved, and how often its
@@ -174,9 +168,8 @@ def ball_motion(
     horizontally only at the paddles, so there they are a dream's jitter; vertically a paddle
     may also turn it anywhere (compare with the real count).
 
-    Motion is measured over `span` steps: the real ball moves 1.5-1.75 px per step across a
-    64-px frame, about 3 px in two, so the pixel or so that a reconstruction shifts it by
-    cannot pass for a reversal. `objects`: detect_rollouts(frames), where the caller has it.
+    Motion is measured over `span` steps, skipping moves under `min_move_px` (why: see
+    events.SPAN). `objects`: detect_rollouts(frames), where the caller has it.
 
     Also where balls get lost (seen, then not), per 100 steps, by the quarter of the frame's
     width they were last seen in: the real ball leaves only past a paddle (a point), a dream's
@@ -198,29 +191,47 @@ def ball_motion(
         "ball_moving": float(moving.mean()) if seen.any() else 0.0,
     }
     for i, (axis, size) in enumerate((("horizontal", width), ("vertical", height))):
-        turns = [xy[r, t, i] for r in range(b) for t in _reversals(moves[r, :, i], min_move_px)]
+        turns = [xy[r, t, i] for r in range(b) for t in reversals(moves[r, :, i], min_move_px)]
         middle = [size / 4 <= position < 3 * size / 4 for position in turns]
         result[f"{axis}_reversals_per_100"] = len(turns) / steps
         result[f"{axis}_reversals_middle_per_100"] = sum(middle) / steps
     return result
 
 
-def reward_events(real: np.ndarray, imagined: np.ndarray, slack: int = 2) -> dict[str, float]:
-    """Points scored either way: how many the model predicted, and how many it got right
-    (same sign within `slack` steps of the real one)."""
-    hits = 0
-    for b, t in zip(*np.nonzero(real), strict=True):
-        lo, hi = max(0, t - slack), t + slack + 1
-        hits += bool((imagined[b, lo:hi] == np.sign(real[b, t])).any())
-    predicted_hits = 0
-    for b, t in zip(*np.nonzero(imagined), strict=True):
-        lo, hi = max(0, t - slack), t + slack + 1
-        predicted_hits += bool((np.sign(real[b, lo:hi]) == imagined[b, t]).any())
-    n_real, n_predicted = int(np.count_nonzero(real)), int(np.count_nonzero(imagined))
+def reward_events(real: np.ndarray, imagined: np.ndarray) -> dict[str, float]:
+    """Points scored either way (rewards (B, H)): how many the model predicted, and how many
+    it got right (one to one, same sign within events.SLACK steps)."""
+    real_points = [point_events(r) for r in real]
+    scores = event_scores(real_points, [point_events(i) for i in imagined], real.shape[1])
     return {
-        "real_points": n_real,
-        "predicted_points": n_predicted,
-        "points_matched": int(hits),
-        "recall": hits / n_real if n_real else float("nan"),
-        "precision": predicted_hits / n_predicted if n_predicted else float("nan"),
+        "real_points": scores["real"],
+        "predicted_points": scores["predicted"],
+        "points_matched": scores["matched"],
+        "recall": scores["recall"],
+        "precision": scores["precision"],
+    }
+
+
+EVENT_KINDS = ("paddle_bounce", "wall_bounce", "point")
+
+
+def open_loop_events(
+    real: tuple[PongObjects, np.ndarray], other: tuple[PongObjects, np.ndarray], court: Court
+) -> dict[str, dict]:
+    """Per kind of event (EVENT_KINDS): how well `other`'s rollouts (the detector's objects
+    of all B*H frames, rewards (B, H)) find the real rollouts' events: recall, precision,
+    the counts and the chance level (events.event_scores)."""
+
+    def per_game(objects: PongObjects, rewards: np.ndarray) -> list[dict[str, np.ndarray]]:
+        xy = objects.ball_xy.reshape(*rewards.shape, 2)
+        return [
+            {**ball_events(track, court), "point": point_events(points)}
+            for track, points in zip(xy, rewards, strict=True)
+        ]
+
+    real_events, other_events = per_game(*real), per_game(*other)
+    length = real[1].shape[1]
+    return {
+        kind: event_scores([e[kind] for e in real_events], [e[kind] for e in other_events], length)
+        for kind in EVENT_KINDS
     }
