@@ -1,8 +1,11 @@
 import json
 
+import imageio.v2 as imageio
 import numpy as np
+import pytest
 
 from worldmodel.eval.fidelity import reward_events
+from worldmodel.eval.report import CLOSED_LOOP_ROWS
 
 from .cli import assert_ok, run_module
 
@@ -19,6 +22,8 @@ def test_fidelity_eval_writes_a_report_with_baselines(smoke_run, tmp_path):
         "episodes=1",
         "max_steps=64",
         "compile=false",  # the compiled path is covered by the play recording test
+        "closed_loop_steps=200",
+        "dreams=2",
         timeout=300,
     )
     assert_ok(result)
@@ -39,6 +44,68 @@ def test_fidelity_eval_writes_a_report_with_baselines(smoke_run, tmp_path):
     assert set(metrics["ball_motion"]) == {"real", "tokenizer_ceiling", "model", "model_greedy"}
     assert (out / "fidelity_vs_horizon.png").stat().st_size > 0
     assert "tokenizer_ceiling" in (out / "fidelity_report.md").read_text()
+
+    # Events on both held-out sources, for both dreams, every kind.
+    for source in ("tracker", "random"):
+        for dream in ("model", "model_greedy"):
+            for kind in ("paddle_bounce", "wall_bounce", "point"):
+                scores = metrics["events"][source][dream][kind]
+                assert set(scores) == {
+                    "real",
+                    "predicted",
+                    "matched",
+                    "recall",
+                    "precision",
+                    "chance",
+                }
+    assert len(metrics["random_policy"]["model"]["ball_err_px"]) == 5
+    # The closed loop: the real game, each dream, their mean, the greedy dream; every row.
+    loop = metrics["closed_loop"]
+    assert len(loop["dream"]) == 2
+    games = [loop["real"], loop["dream_mean"], loop["dream_greedy"], *loop["dream"]]
+    for game in games:
+        assert {key for key, _, _ in CLOSED_LOOP_ROWS} <= set(game)
+        assert game["steps"] == 200
+    assert loop["real"]["teleports_per_100"] == 0
+    assert (out / "closed_loop_dream.mp4").stat().st_size > 1000
+    sheet = imageio.imread(out / "contact_sheet.png")
+    assert sheet.shape[0] == 2 * 3 * (64 * 4 + 4)  # real + dream rows of the 3 rollouts
+    report = (out / "fidelity_report.md").read_text()
+    assert "## Closed loop" in report and "## Events (open loop)" in report
+
+
+def test_eval_sections_switch_off(smoke_run, tmp_path):
+    out = tmp_path / "fidelity"
+    result = run_module(
+        "worldmodel.eval",
+        f"bundle={smoke_run / 'bundle.ckpt'}",
+        "horizon=3",
+        "rollouts=2",
+        f"out={out}",
+        f"data_dir={smoke_run / 'data' / 'val'}",
+        "episodes=1",
+        "max_steps=64",
+        "compile=false",
+        "closed_loop=false",
+        "events=false",
+        timeout=300,
+    )
+    assert_ok(result)
+    metrics = json.loads((out / "fidelity.json").read_text())
+    assert "closed_loop" not in metrics and "events" not in metrics
+    assert not (out / "closed_loop_dream.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["rollouts=0", "horizon=-1", "top_p=0", "temperature=-1", "closed_loop_steps=5", "rolouts=3"],
+)
+def test_eval_rejects_a_bad_setting_in_one_line_before_any_work(tmp_path, setting):
+    # The bundle does not exist either: the setting is refused before anything is read.
+    result = run_module("worldmodel.eval", f"bundle={tmp_path}/x", setting, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert setting.split("=")[0] in result.stderr
 
 
 def test_eval_rejects_a_bad_bundle_in_one_line(tmp_path):
