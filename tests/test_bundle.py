@@ -18,9 +18,19 @@ def test_a_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"
     torch.save({"format": "worldmodel-bundle", "payload": RunsCodeOnLoad(str(marker))}, evil)
-    with pytest.raises(BundleError, match="refused to load"):
+    with pytest.raises(BundleError, match="refused to load") as refused:
         load_bundle(evil)
     assert not marker.exists()
+    assert "weights_only" not in str(refused.value)  # no advice to switch the check off
+
+
+@pytest.mark.parametrize("content", [os.urandom(4096), b"# worldmodel\n\nA README.\n", b""])
+def test_a_file_that_is_no_checkpoint_says_so(tmp_path, content):
+    path = tmp_path / "bundle.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(BundleError, match="not a checkpoint") as err:
+        load_bundle(path)
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
 
 
 def test_bad_files_give_one_clear_line(tmp_path, smoke_run):
@@ -30,7 +40,7 @@ def test_bad_files_give_one_clear_line(tmp_path, smoke_run):
     good = (smoke_run / "bundle.ckpt").read_bytes()
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(good[: len(good) // 2])
-    with pytest.raises(BundleError, match="truncated or corrupt"):
+    with pytest.raises(BundleError, match="truncated"):
         load_bundle(truncated)
 
     lightning = smoke_run / "world_model" / "checkpoints" / "last.ckpt"

@@ -99,6 +99,31 @@ def test_a_bad_checkpoint_is_one_line_and_a_nonzero_exit(smoke_run, tmp_path, ck
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "fps=-5",
+        "scale=0",
+        "temperature=-1",
+        "top_p=1.5",
+        "mode=dreams",
+        "policy=left",
+        "steps=-1",
+        "record=out.avi",
+        "fsp=30",
+    ],
+)
+def test_a_bad_play_setting_is_one_line_before_the_bundle_is_read(tmp_path, setting):
+    # The checkpoint does not exist either: the setting is refused first.
+    result = run_module(
+        "worldmodel.play", f"ckpt={tmp_path}/nope.ckpt", "headless=true", setting, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: ") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert setting.split("=")[0] in result.stderr
+
+
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "pong_tiny.bundle.ckpt"
 
 

@@ -79,6 +79,26 @@ def test_a_config_typo_and_an_unknown_experiment_are_clear_errors():
     assert unknown.returncode != 0 and "no_such_exp" in unknown.stderr
 
 
+def test_an_unknown_game_id_is_one_line_before_any_work(tmp_path):
+    result = run_module(
+        "worldmodel.train", "env.game_id=ALE/Pnog-v5", f"hydra.run.dir={tmp_path}", timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        line for line in result.stderr.strip().splitlines() if line.startswith("error: ")
+    ]
+    assert "Pnog" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "tokenizer").exists()  # nothing was started
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without GPU")
+def test_the_gpu_recipe_on_a_machine_without_one_says_what_to_run_instead(tmp_path):
+    result = run_module("worldmodel.train", "+exp=pong", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert result.returncode == 2
+    assert "trainer=cpu" in result.stderr and "+exp=pong_tiny" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_world_model_warm_starts_from_a_bundle_but_resumes_only_on_its_own_tokens(
     smoke_run, tmp_path
 ):

@@ -72,13 +72,15 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
 def _read(path: Path) -> dict:
     if not path.is_file():
         raise BundleError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; this is something else
+        raise BundleError(f"{path}: not a checkpoint (or a truncated one)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0]
+        # torch's message goes on to suggest weights_only=False: not advice to pass on.
         raise BundleError(
-            f"{path}: refused to load, the file holds more than weights "
-            f"(it would run code on load): {first}"
+            f"{path}: refused to load: it holds objects other than weights, which would run "
+            "code on load (not a file worldmodel wrote)"
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         raise BundleError(

@@ -15,10 +15,18 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from worldmodel.bundle import load_tokenizer, load_weights, load_world_model_state, save_bundle
+from worldmodel.bundle import (
+    BundleError,
+    load_tokenizer,
+    load_weights,
+    load_world_model_state,
+    save_bundle,
+)
 from worldmodel.envs import EnvSpec
 from worldmodel.models.tokenizer import Tokenizer
 from worldmodel.tracking import finish_loggers
@@ -161,6 +169,16 @@ def warm_start(world_model: torch.nn.Module, path: str) -> None:
     log.info("world model initialised from %s", path)
 
 
+def check_before_work(cfg: DictConfig, spec: EnvSpec) -> None:
+    """What would otherwise fail only once data collection or the Trainer is up."""
+    spec.action_meanings()  # makes the env once: an unknown game id is a ValueError here
+    if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            "trainer=gpu (the default of +exp=pong) needs a CUDA GPU and none was found: add "
+            "trainer=cpu, or train the laptop recipe +exp=pong_tiny"
+        )
+
+
 def run(cfg: DictConfig) -> float | None:
     """Run the configured stage(s); returns the last stage's validation loss (for sweeps)."""
     if cfg.stage not in (*STAGES, "all"):
@@ -174,6 +192,7 @@ def run(cfg: DictConfig) -> float | None:
             "stage=world_model"
         )
     spec: EnvSpec = instantiate(cfg.env)
+    check_before_work(cfg, spec)
     metric = None
     tokenizer_ckpt = cfg.tokenizer_ckpt
     if cfg.stage in ("tokenizer", "all"):
@@ -222,7 +241,13 @@ def run(cfg: DictConfig) -> float | None:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    return run(cfg)
+    try:
+        return run(cfg)
+    except (ValueError, BundleError) as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep's launcher reports the failed job
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def multirun_flag_first(argv: list[str]) -> list[str]:

@@ -17,7 +17,10 @@ def main(argv: list[str]) -> int:
         cfg = OmegaConf.load(CONFIG)
         OmegaConf.set_struct(cfg, True)  # a typo in an option is an error, not ignored
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(argv))
-        bundle = load_bundle(cfg.ckpt, device=pick_device(cfg.device))
+        if cfg.steps < 0:
+            raise ValueError(f"steps must be >= 0 (0: until the window closes), got {cfg.steps}")
+        if cfg.record and not str(cfg.record).endswith((".mp4", ".gif")):
+            raise ValueError(f"record must name an .mp4 or .gif file, got {cfg.record!r}")
         settings = PlaySettings(
             mode=cfg.mode,
             fps=cfg.fps,
@@ -29,8 +32,9 @@ def main(argv: list[str]) -> int:
             compile=cfg.compile,
             headless=cfg.headless,
             policy=cfg.policy,
-            key_names=dict(cfg.key_names.get(bundle.spec.game_id, {})),
-        )
+        )  # checked before the bundle is read
+        bundle = load_bundle(cfg.ckpt, device=pick_device(cfg.device))
+        settings.key_names = dict(cfg.key_names.get(bundle.spec.game_id, {}))
         app = PlayApp(bundle, settings)
     except (BundleError, OmegaConfBaseException, ValueError, RuntimeError) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)

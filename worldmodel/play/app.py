@@ -18,6 +18,7 @@ from worldmodel.envs.atari import AtariBatch
 from worldmodel.play.keys import ActionKeys
 
 MODES = ("dream", "real", "side")
+HEADLESS_POLICIES = ("random", "up", "down", "noop")
 HEADER = 28
 
 
@@ -36,8 +37,18 @@ class PlaySettings:
     key_names: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Every out-of-range setting is one clear error, before the window opens."""
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.policy not in HEADLESS_POLICIES:
+            raise ValueError(f"policy must be one of {HEADLESS_POLICIES}, got {self.policy!r}")
+        for name in ("fps", "scale"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0: greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 def pick_device(name: str) -> torch.device:
