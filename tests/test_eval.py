@@ -47,7 +47,8 @@ def test_fidelity_eval_writes_a_report_with_baselines(smoke_run, tmp_path):
 
     # Events on both held-out sources, for both dreams, every kind.
     for source in ("tracker", "random"):
-        for dream in ("model", "model_greedy"):
+        assert set(metrics["events"][source]) == {"model", "model_greedy", "tokenizer_ceiling"}
+        for dream in ("model", "model_greedy", "tokenizer_ceiling"):
             for kind in ("paddle_bounce", "wall_bounce", "point"):
                 scores = metrics["events"][source][dream][kind]
                 assert set(scores) == {
@@ -62,7 +63,8 @@ def test_fidelity_eval_writes_a_report_with_baselines(smoke_run, tmp_path):
     # The closed loop: the real game, each dream, their mean, the greedy dream; every row.
     loop = metrics["closed_loop"]
     assert len(loop["dream"]) == 2
-    games = [loop["real"], loop["dream_mean"], loop["dream_greedy"], *loop["dream"]]
+    games = [loop["real"], loop["real_tokenized"], loop["dream_mean"], loop["dream_greedy"]]
+    games += loop["dream"]
     for game in games:
         assert {key for key, _, _ in CLOSED_LOOP_ROWS} <= set(game)
         assert game["steps"] == 200

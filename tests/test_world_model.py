@@ -398,14 +398,16 @@ def test_changed_tokens_weigh_more_in_the_frame_loss():
 def test_greedy_per_game_mixes_greedy_and_sampled_games_in_one_batch():
     frames = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8).expand(3, -1, -1, -1)
     runs = {}
-    for greedy in (True, [False, True, False]):
+    for greedy in (True, False, [False, True, False]):
         game = make_game()
         game.greedy = greedy
         game.reset(frames)
         runs[str(greedy)] = torch.stack([game.step(torch.tensor([1, 1, 1]))[0] for _ in range(4)])
     mixed, all_greedy = runs["[False, True, False]"], runs["True"]
     assert torch.equal(mixed[:, 1], all_greedy[:, 1])  # the greedy game is the greedy one
-    assert not torch.equal(mixed[:, 0], all_greedy[:, 0])  # the others sample
+    assert not torch.equal(mixed[:, 0], all_greedy[:, 0])  # the others sample ...
+    sampled = runs["False"]  # ... the very samples they would draw in an all-sampled batch
+    assert torch.equal(mixed[:, [0, 2]], sampled[:, [0, 2]])
     with pytest.raises(ValueError, match="flags for a batch"):
         game = make_game()
         game.greedy = [True, False]

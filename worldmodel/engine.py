@@ -142,28 +142,28 @@ class LearnedGame:
         # all but the trailing action
         self.world_model.hidden(sequence[:, :-1], self.cache, self.places)
 
-    def _sampling_games(self, b: int) -> torch.Tensor:
-        """(B,) bool: the games that sample (the others take the likeliest tokens)."""
-        if self.temperature <= 0:
-            return torch.zeros(b, dtype=torch.bool, device=self.device)
-        greedy = torch.as_tensor(self.greedy, dtype=torch.bool, device=self.device)
-        if greedy.dim() and len(greedy) != b:
+    def _sampling_games(self, b: int) -> list[bool]:
+        """Which of the b games sample (the others take the likeliest tokens); plain bools,
+        so that asking costs no device sync."""
+        greedy = [self.greedy] * b if isinstance(self.greedy, bool) else list(self.greedy)
+        if len(greedy) != b:
             raise ValueError(f"greedy has {len(greedy)} flags for a batch of {b} games")
-        return ~greedy.expand(b)
+        return [not g and self.temperature > 0 for g in greedy]
 
-    def _gumbel(self, b: int) -> torch.Tensor:
+    def _gumbel(self, sampling: list[bool]) -> torch.Tensor:
         """The frame's sampling noise (B, K + 1, num_codes): row j picks the token after the
-        frame's j-th input (the action, then its tokens); the last input predicts nothing."""
-        k, v = self.cfg.tokens_per_frame, self.cfg.num_codes
+        frame's j-th input (the action, then its tokens); the last input predicts nothing.
+        Zero for the games that do not sample."""
+        k, v, b = self.cfg.tokens_per_frame, self.cfg.num_codes, len(sampling)
         noise = torch.zeros(b, k + 1, v, device=self.device)
-        sampling = self._sampling_games(b)
-        if sampling.any():  # Gumbel(0, 1); finite (from a uniform > 0), so that a nucleus of
+        if any(sampling):  # Gumbel(0, 1); finite (from a uniform > 0), so that a nucleus of
             # one token is never all -inf
             uniform = torch.rand(b, k, v, generator=self.generator, device=self.device)
             noise[:, :k] = -torch.log(
                 -torch.log(uniform.clamp_min_(torch.finfo(uniform.dtype).tiny))
             )
-            noise[~sampling] = 0.0
+            if not all(sampling):
+                noise[[i for i, s in enumerate(sampling) if not s]] = 0.0
         return noise
 
     def _forward(
@@ -232,18 +232,17 @@ class LearnedGame:
             )
             self._prefill()
         actions = actions.to(self.device).long().view(-1)
+        sampling_games = self._sampling_games(len(actions))
         # Tensors, so a new temperature (+/- in the app) does not recompile; once per frame.
         sampling = (
             torch.tensor(1.0 / self.temperature if self.temperature > 0 else 1.0),
             # The nucleus never changes a greedy pick: no sort then.
-            torch.tensor(float(self.top_p))
-            if self.top_p < 1 and self._sampling_games(len(actions)).any()
-            else None,
+            torch.tensor(float(self.top_p)) if self.top_p < 1 and any(sampling_games) else None,
         )
         block = torch.cat([actions[:, None] + self.cfg.num_codes, self.frame_tokens[:, -1]], 1)
         speculate = self.speculative if self.speculative is not None else len(actions) == 1
         generate = self._speculative if speculate else self._sequential
-        h = generate(block, self._gumbel(len(actions)), sampling)
+        h = generate(block, self._gumbel(sampling_games), sampling)
         rewards = self.world_model.reward_head(h).argmax(-1) - 1
         ends = self.world_model.end_head(h).argmax(-1) == 1
         tokens = block[:, 1:]

@@ -76,7 +76,8 @@ def open_loop(
     bundle: Bundle, episodes: list[Episode], cfg: EvalSettings, context: int
 ) -> tuple[dict, dict[str, Rollouts]]:
     """Per-horizon metrics and ball motion of the sampled and greedy dreams and the two
-    baselines, over rollouts from `episodes`; also the events of both dreams."""
+    baselines, over rollouts from `episodes`; with cfg.events, also the events of both
+    dreams and of the tokenizer's reconstruction (the floor a dream cannot beat)."""
     results: dict = {"ball_motion": {}, "events": {}}
     runs, real_objects = {}, None  # the same real frames for every source: detected once
     for name, greedy in (("model", False), ("model_greedy", True)):
@@ -94,15 +95,15 @@ def open_loop(
         )
         if real_objects is None:
             real_objects = detect_rollouts(rollouts.real)
+            court = Court(*rollouts.real.shape[2:4])
         objects = detect_rollouts(rollouts.imagined)
         metrics = per_step_metrics(rollouts.real, rollouts.imagined, (real_objects, objects))
         results[name] = {k: v.tolist() for k, v in metrics.items()}
         results["ball_motion"][name] = ball_motion(rollouts.imagined, objects)
-        results["events"][name] = open_loop_events(
-            (real_objects, rollouts.real_rewards),
-            (objects, rollouts.imagined_rewards),
-            Court(*rollouts.real.shape[2:4]),
-        )
+        if cfg.events:
+            results["events"][name] = open_loop_events(
+                (real_objects, rollouts.real_rewards), (objects, rollouts.imagined_rewards), court
+            )
         runs[name] = rollouts
     # The baselines do not depend on sampling: computed from the last rollouts' real frames.
     for name, other in (
@@ -114,6 +115,10 @@ def open_loop(
         results[name] = {k: v.tolist() for k, v in metrics.items()}
         if name == "tokenizer_ceiling":
             results["ball_motion"][name] = ball_motion(other, objects)
+            if cfg.events:  # with the real rewards: its point rows are 1 by construction
+                results["events"][name] = open_loop_events(
+                    (real_objects, rollouts.real_rewards), (objects, rollouts.real_rewards), court
+                )
     results["ball_motion"]["real"] = ball_motion(rollouts.real, real_objects)
     return results, runs
 
@@ -161,7 +166,9 @@ def evaluate(cfg: EvalSettings, bundle: Bundle) -> tuple[dict, dict]:
     return results, media
 
 
-def write_report(results: dict, media: dict, cfg: EvalSettings, argv: list[str], seconds: float):
+def write_report(
+    results: dict, media: dict, cfg: EvalSettings, argv: list[str], seconds: float
+) -> None:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fidelity.json").write_text(json.dumps(results, indent=2))

@@ -17,14 +17,16 @@ from worldmodel.engine import LearnedGame
 from worldmodel.envs.atari import AtariBatch
 from worldmodel.envs.policies import action_index
 from worldmodel.eval.events import (
-    MAX_GAP,
     Court,
+    Track,
     absences,
     ball_events,
     longest_rally,
     score_changes,
+    serves,
     teleports,
 )
+from worldmodel.eval.fidelity import reconstruct
 from worldmodel.eval.pong_detector import detect
 
 
@@ -73,6 +75,9 @@ class Game:
     frames: np.ndarray
     points: np.ndarray
 
+    def __len__(self) -> int:
+        return len(self.points)
+
 
 @dataclass
 class Start:
@@ -87,6 +92,8 @@ def play_real(
 ) -> tuple[Start, Game]:
     """The controller plays the real game: `warmup` steps (past the reset frame's other
     palette, into play), the last `context` of which are the start; then `steps` more."""
+    if not 1 <= context <= warmup:
+        raise ValueError(f"context must be in [1, warmup={warmup}], got {context}")
     env = AtariBatch(bundle.spec, 1, seed)
     controller = BallFollower(env.action_meanings, 1, seed)
     frames, recorded, actions, rewards = env.reset(), [], [], []
@@ -143,10 +150,8 @@ def play_dream(
 def game_stats(game: Game) -> dict[str, float]:
     """What a player would notice, over one game (rates per 100 or 1,000 steps)."""
     seen = detect(game.frames)
-    steps, xy = len(game.frames), seen.ball_xy
-    court = Court(*game.frames.shape[1:3])
-    bounces = ball_events(xy, court)
-    starts, lengths = absences(xy)
+    track, court, steps = Track.of(seen, game.points), Court(*game.frames.shape[1:3]), len(game)
+    turns = ball_events(track, court)
     per_100 = 100 / steps
     return {
         "steps": steps,
@@ -154,17 +159,17 @@ def game_stats(game: Game) -> dict[str, float]:
         "ghost_ball_frames": float((seen.ball_blobs > 1).mean()),
         "ghost_paddle_frames": float(seen.paddle_ghost.mean()),
         "both_paddles_seen": float((~np.isnan(seen.player_y) & ~np.isnan(seen.opponent_y)).mean()),
-        "teleports_per_100": len(teleports(xy, game.points)) * per_100,
-        "paddle_reversals_per_100": len(bounces["paddle_bounce"]) * per_100,
-        "midfield_reversals_per_100": len(bounces["midfield_reversal"]) * per_100,
-        "wall_bounces_per_100": len(bounces["wall_bounce"]) * per_100,
+        "teleports_per_100": len(teleports(track)) * per_100,
+        "paddle_reversals_per_100": len(turns["edge_reversal"]) * per_100,
+        "paddle_bounces_per_100": len(turns["paddle_bounce"]) * per_100,
+        "midfield_reversals_per_100": len(turns["midfield_reversal"]) * per_100,
+        "wall_bounces_per_100": len(turns["wall_bounce"]) * per_100,
         "points_won_per_1000": float((game.points > 0).sum()) * 10 * per_100,
         "points_lost_per_1000": float((game.points < 0).sum()) * 10 * per_100,
-        "longest_rally": longest_rally(xy, game.points, court),
+        "longest_rally": longest_rally(track, court),
         **score_changes(seen.score_region, game.points),
-        # A serve: the ball back after more than MAX_GAP steps away (not at the run's end).
-        "serves": int(((lengths > MAX_GAP) & (starts + lengths < steps)).sum()),
-        "longest_without_ball": int(lengths.max(initial=0)),
+        **serves(track),
+        "longest_without_ball": int(absences(track.xy)[1].max(initial=0)),
     }
 
 
@@ -193,6 +198,8 @@ def closed_loop(
     sampled = [game_stats(g) for g in games[:-1]]
     stats = {
         "real": game_stats(real),
+        # The floor the tokenizer sets: the real game's frames, encoded and decoded.
+        "real_tokenized": game_stats(Game(reconstruct(bundle.tokenizer, real.frames), real.points)),
         "dream": sampled,
         "dream_mean": mean_stats(sampled),
         "dream_greedy": game_stats(games[-1]),

@@ -19,12 +19,14 @@ from worldmodel.eval.events import (
     MIN_MOVE_PX,
     SPAN,
     Court,
+    Track,
     ball_events,
     event_scores,
     point_events,
     reversals,
 )
 from worldmodel.eval.pong_detector import PongObjects, detect
+from worldmodel.models.tokenizer import Tokenizer
 
 
 @dataclass
@@ -47,6 +49,16 @@ def pick_starts(episodes: list[Episode], context: int, horizon: int, n: int) -> 
             f"held-out episodes are too short for context {context} + horizon {horizon}"
         )
     return [spans[k] for k in np.linspace(0, len(spans) - 1, n).astype(int)]
+
+
+@torch.inference_mode()
+def reconstruct(tokenizer: Tokenizer, frames: np.ndarray) -> np.ndarray:
+    """The tokenizer's round trip of (N, h, w, 3) uint8 frames (the world model's ceiling)."""
+    device = tokenizer.quantizer.codebook.weight.device
+    chunks = torch.from_numpy(frames).to(device).split(256)
+    return torch.cat(
+        [to_uint8_frames(tokenizer.decode(tokenizer.encode(c))).cpu() for c in chunks]
+    ).numpy()
 
 
 @torch.inference_mode()
@@ -89,23 +101,12 @@ def roll_out(
         imagined_rewards.append(reward.cpu().numpy())
 
     real = frames[:, context:]
-    flat = torch.from_numpy(real.reshape(-1, *real.shape[2:])).to(device)
-    tokenizer = bundle.tokenizer
-    reconstructed = (
-        torch.cat(
-            [
-                to_uint8_frames(tokenizer.decode(tokenizer.encode(chunk))).cpu()
-                for chunk in flat.split(256)
-            ]
-        )
-        .numpy()
-        .reshape(real.shape)
-    )
+    reconstructed = reconstruct(bundle.tokenizer, real.reshape(-1, *real.shape[2:]))
     return Rollouts(
         real=real,
         imagined=np.stack(imagined, axis=1),
         copy_last=np.repeat(frames[:, context - 1 : context], horizon, axis=1),
-        reconstructed=reconstructed,
+        reconstructed=reconstructed.reshape(real.shape),
         # rewards[t] follows action t: the reward for arriving in real frame context + h
         real_rewards=rewards[:, context - 1 : context - 1 + horizon],
         imagined_rewards=np.stack(imagined_rewards, axis=1),
@@ -223,10 +224,13 @@ def open_loop_events(
     the counts and the chance level (events.event_scores)."""
 
     def per_game(objects: PongObjects, rewards: np.ndarray) -> list[dict[str, np.ndarray]]:
-        xy = objects.ball_xy.reshape(*rewards.shape, 2)
+        b, h = rewards.shape
         return [
-            {**ball_events(track, court), "point": point_events(points)}
-            for track, points in zip(xy, rewards, strict=True)
+            {
+                **ball_events(Track.of(objects[i * h : (i + 1) * h], rewards[i]), court),
+                "point": point_events(rewards[i]),
+            }
+            for i in range(b)
         ]
 
     real_events, other_events = per_game(*real), per_game(*other)

@@ -72,8 +72,9 @@ CLOSED_LOOP_ROWS = (
     ("ghost_ball_frames", "frames with more than one ball", ".3f"),
     ("ghost_paddle_frames", "frames with a second paddle", ".3f"),
     ("both_paddles_seen", "frames with both paddles", ".2f"),
-    ("teleports_per_100", "teleports (ball jumps > 10 px) / 100 steps", ".2f"),
-    ("paddle_reversals_per_100", "horizontal reversals at the paddles / 100 steps", ".2f"),
+    ("teleports_per_100", "teleports / 100 steps", ".2f"),
+    ("paddle_reversals_per_100", "horizontal reversals near the paddles / 100 steps", ".2f"),
+    ("paddle_bounces_per_100", "... of them off a paddle drawn there", ".2f"),
     ("midfield_reversals_per_100", "horizontal reversals in mid-field / 100 steps", ".2f"),
     ("wall_bounces_per_100", "wall bounces / 100 steps", ".2f"),
     ("points_won_per_1000", "points won / 1,000 steps", ".1f"),
@@ -81,13 +82,19 @@ CLOSED_LOOP_ROWS = (
     ("longest_rally", "longest rally (alternating returns)", ".1f"),
     ("score_changes", "score digit changes", ".1f"),
     ("score_changes_off_point", "... more than 2 steps from a point", ".1f"),
+    ("points_without_score_change", "points that leave the digits as they were", ".1f"),
     ("serves", "serves (ball back after > 3 steps away)", ".1f"),
+    ("serves_without_point", "... with no point before them", ".1f"),
     ("longest_without_ball", "longest stretch without a ball (steps)", ".0f"),
 )
 
 
 def closed_loop_table(stats: dict) -> str:
-    columns = {"real": stats["real"], "dream (mean)": stats["dream_mean"]}
+    columns = {
+        "real": stats["real"],
+        "real, tokenized": stats["real_tokenized"],
+        "dream (mean)": stats["dream_mean"],
+    }
     columns.update({f"dream {i}": s for i, s in enumerate(stats["dream"])})
     columns["dream greedy"] = stats["dream_greedy"]
     lines = [
