@@ -233,6 +233,23 @@ def test_compiled_generation_makes_the_same_frames_as_eager(batch):
     assert (runs[0].int() - runs[1].int()).abs().max() <= 1
 
 
+def test_compiling_in_the_background_plays_at_once_and_then_switches():
+    frames = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
+    eager, background = make_game(max_frames=3), make_game(max_frames=3, compile=True)
+    background._extend_and_sample.background = background._decode.background = True
+    for game in (eager, background):
+        game.greedy = True
+        game.reset(frames)
+    first = background.step(torch.tensor([1]))[0]  # eager: it started compiling meanwhile
+    assert background._extend_and_sample._thread is not None
+    assert torch.equal(first, eager.step(torch.tensor([1]))[0])
+    for part in (background._extend_and_sample, background._decode):
+        part._thread.join(timeout=240)
+    assert background.compiled
+    later = [game.step(torch.tensor([2]))[0] for game in (eager, background)]
+    assert (later[0].int() - later[1].int()).abs().max() <= 1  # fused kernels round apart
+
+
 def test_a_failed_compile_warns_and_runs_uncompiled(monkeypatch):
     import torch._inductor.config as inductor_config
 

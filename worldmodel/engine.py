@@ -20,6 +20,7 @@ forward (IRIS instead wipes its memory and restarts from the last frame alone, w
 forgets where the ball was going).
 """
 
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,25 +33,57 @@ from worldmodel.models.world_model import WorldModel
 
 class CompiledOrEager:
     """`fn` through torch.compile (static shapes); if compiling fails, e.g. with no C++
-    compiler on the machine, warn once and call `fn` as it is from then on."""
+    compiler on the machine, warn once and call `fn` as it is from then on.
 
-    def __init__(self, fn: Callable[..., Any], compile: bool) -> None:
+    `background=True` compiles without making the caller wait (the play window shows at
+    once): the first call starts compiling in a thread, on copies of its arguments, and
+    calls run `fn` eagerly until the compiled graph is ready. Compiling is slow Python work
+    (20-60 s on 2 CPU cores), so the eager frames are slower until it is done."""
+
+    def __init__(self, fn: Callable[..., Any], compile: bool, background: bool = False) -> None:
         self.fn = fn
         self.compiled = torch.compile(fn, dynamic=False) if compile else None
+        self.background = background
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether calls now go through the compiled graph."""
+        return self.compiled is not None and (not self.background or self._ready.is_set())
+
+    def _failed(self, error: Exception) -> None:
+        message = (str(error).strip().splitlines() or [""])[0]
+        warnings.warn(
+            f"torch.compile failed ({type(error).__name__}: {message}); running without "
+            "it (compile=false skips the attempt)",
+            stacklevel=3,
+        )
+        self.compiled = None
+
+    def _compile_on(self, args: tuple) -> None:
+        try:
+            with torch.inference_mode():
+                self.compiled(*args)
+        except torch._dynamo.exc.TorchDynamoException as error:
+            self._failed(error)
+        self._ready.set()
 
     def __call__(self, *args: torch.Tensor) -> Any:
         if self.compiled is None:
             return self.fn(*args)
+        if self.background and not self._ready.is_set():
+            if self._thread is None:
+                copies = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+                self._thread = threading.Thread(
+                    target=self._compile_on, args=(copies,), daemon=True
+                )
+                self._thread.start()
+            return self.fn(*args)
         try:
             return self.compiled(*args)
         except torch._dynamo.exc.TorchDynamoException as error:  # Inductor/backend failures too
-            message = (str(error).strip().splitlines() or [""])[0]
-            warnings.warn(
-                f"torch.compile failed ({type(error).__name__}: {message}); running without "
-                "it (compile=false skips the attempt)",
-                stacklevel=2,
-            )
-            self.compiled = None
+            self._failed(error)
             return self.fn(*args)
 
 
@@ -75,6 +108,7 @@ class LearnedGame:
         seed: int | None = None,
         keep_frames: int | None = None,
         compile: bool = False,
+        compile_in_background: bool = False,
         speculative: bool | None = None,
     ) -> None:
         """`top_p` < 1 samples from the nucleus only: the most likely tokens that make up
@@ -82,14 +116,17 @@ class LearnedGame:
         `greedy`: take the likeliest tokens instead of sampling, for every game or per game
         (a sequence with one flag per game of the batch, e.g. greedy and sampled dreams
         side by side in one batch).
+        `compile_in_background`: play eagerly while torch.compile works (CompiledOrEager).
         `speculative`: True / False picks the schedule (see the module docstring); None
         speculates for a single game (play) and goes sequentially for batches."""
         self.tokenizer, self.world_model = tokenizer.eval(), world_model.eval()
         # Shapes are static (see Transformer.extend), so each compiles once per batch size,
         # schedule and nucleus on/off: Dynamo's recompile limit (8 per function, past which it
         # quietly runs eager) allows 4 batch sizes with both schedules.
-        self._extend_and_sample = CompiledOrEager(world_model.extend_and_sample, compile)
-        self._decode = CompiledOrEager(tokenizer.decode, compile)
+        self._extend_and_sample = CompiledOrEager(
+            world_model.extend_and_sample, compile, compile_in_background
+        )
+        self._decode = CompiledOrEager(tokenizer.decode, compile, compile_in_background)
         self.cfg = world_model.cfg
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
@@ -108,6 +145,11 @@ class LearnedGame:
         self.places = None  # the world model's place_tables(), made at reset
         self.frame_tokens: torch.Tensor | None = None  # (B, n, K) the frames in context
         self.actions: torch.Tensor | None = None  # (B, n-1) the actions between them
+
+    @property
+    def compiled(self) -> bool:
+        """Whether generation runs the compiled graphs now (see compile_in_background)."""
+        return self._extend_and_sample.ready and self._decode.ready
 
     @property
     def batch_size(self) -> int:

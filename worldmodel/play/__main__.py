@@ -1,13 +1,17 @@
 """`python -m worldmodel.play [ckpt=PATH] [mode=side] [headless=true steps=300 record=out.mp4]`"""
 
-import sys
-from pathlib import Path
+import time
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+START = time.perf_counter()  # before the heavy imports: what a person waits for
 
-from worldmodel.bundle import BundleError, load_bundle
-from worldmodel.play.app import PlayApp, PlaySettings, pick_device
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from omegaconf import OmegaConf  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
+
+from worldmodel.bundle import BundleError, load_bundle  # noqa: E402
+from worldmodel.play.app import PlayApp, PlaySettings, pick_device  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[2] / "conf" / "play.yaml"
 
@@ -45,6 +49,8 @@ def main(argv: list[str]) -> int:
         frames = app.run(steps=cfg.steps)
     finally:
         app.close()
+    if app.first_shown is not None:
+        print(f"first frame shown {app.first_shown - START:.1f} s after start")
     if cfg.record:
         print(f"recorded {frames} frames to {cfg.record}")
     return 0

@@ -78,9 +78,9 @@ class PlayApp:
             greedy=s.greedy,
             seed=s.seed,
             compile=s.compile,
+            # Play at once, uncompiled, and switch to the compiled graph when it is ready.
+            compile_in_background=True,
         )
-        if s.compile:
-            print("compiling the model for this machine (torch.compile; once, ~20 s on CPU)")
         self.real = AtariBatch(bundle.spec, num_envs=1, seed=s.seed)
         self.rng = np.random.default_rng(s.seed)
         self.size = bundle.spec.frame_size * s.scale
@@ -91,7 +91,9 @@ class PlayApp:
         self.font = pygame.font.Font(None, 22)
         self.held: set[str] = set()
         self.paused = self.step_once = False
-        self.frame_times: deque[float] = deque(maxlen=30)
+        self.generate_times: deque[float] = deque(maxlen=30)  # seconds to make a frame
+        self.shown_at: deque[float] = deque(maxlen=31)  # when the last frames were shown
+        self.first_shown: float | None = None
         self.recorder = None
         self.recorded_frames = 0
         self._random_held: set[str] = set()
@@ -220,15 +222,24 @@ class PlayApp:
         else:
             self._blit(self.real_frame, 0)
             self._blit(self.dream_frame, self.size)
-        fps = len(self.frame_times) / max(sum(self.frame_times), 1e-6)
+        self.shown_at.append(time.perf_counter())
+        self.first_shown = self.first_shown or self.shown_at[-1]
+        span = self.shown_at[-1] - self.shown_at[0]
+        fps = (len(self.shown_at) - 1) / span if span > 0 else 0.0
+        generate_ms = 1000 * sum(self.generate_times) / max(len(self.generate_times), 1)
         sampling = "greedy" if self.game.greedy else f"temp {self.game.temperature:.1f}"
         if self.game.top_p < 1 and not self.game.greedy:
             sampling += f" top-p {self.game.top_p:.2f}"
+        # Points as the game counts them: the emulator's rewards in real mode, the world
+        # model's predicted rewards in the dream (the digits it draws may say otherwise).
         score = self.real_score if mode == "real" else self.score
+        source = "game" if mode == "real" else "predicted"
+        compiling = self.settings.compile and not self.game.compiled
         text = (
             f"{'REAL | DREAM' if mode == 'side' else mode.upper()}  "
-            f"score {score[0]}-{score[1]}  step {self.steps}  "
-            f"{fps:4.1f} fps  {sampling}"
+            f"points {score[0]}-{score[1]} ({source})  step {self.steps}  "
+            f"{fps:4.1f} fps shown, {generate_ms:3.0f} ms a frame  {sampling}"
+            + ("  compiling..." if compiling else "")
             + ("  PAUSED" if self.paused else "")
             + ("  REC" if self.recorder else "")
         )
@@ -264,7 +275,7 @@ class PlayApp:
             if not self.paused or self.step_once:
                 self.advance()
                 self.step_once = False
-            self.frame_times.append(time.perf_counter() - start)
+            self.generate_times.append(time.perf_counter() - start)
             self.draw()
             frames += 1
             if not self.settings.headless:

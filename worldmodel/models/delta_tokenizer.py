@@ -1,0 +1,231 @@
+"""The context-aware tokenizer (Delta-IRIS): a frame -> a few tokens, *given the frame before
+it and the action between them*, so that the tokens carry only what changed.
+
+    encoder: (previous frame, action plane, frame) stacked as channels -> latent map
+             -> K regions -> K code vectors -> K tokens (indices into one codebook)
+    decoder: (previous frame's embedding, action embedding, the K code vectors) -> frame
+
+The previous frame reaches the decoder only through `context`, a small embedding at the
+latent resolution: drawn at full resolution it lets the decoder copy the old frame and
+ignore the tokens, which then carry nothing (a ball left behind where it was).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from worldmodel.models.autoencoder import AutoencoderConfig, ResBlock, norm
+from worldmodel.models.quantizer import QuantizerOutput, VectorQuantizer
+from worldmodel.models.tokenizer import to_float_frames
+
+
+@dataclass
+class DeltaTokenizerConfig:
+    resolution: int = 64
+    num_actions: int = 6
+    tokens_per_frame: int = 4  # K: a square grid of regions of the latent map
+    num_codes: int = 1024
+    code_dim: int = 64
+    channels: int = 32  # width of the first level; x2 at each downsampling after it
+    levels: int = 3  # downsamplings: latent resolution = resolution / 2**levels
+    latent_channels: int = 64
+    res_blocks: int = 1  # residual blocks at each level from 16x16 down
+    context_channels: int = 16  # the previous frame's embedding at the latent resolution
+    action_channels: int = 4
+    # Draw the frame as the previous frame plus a drawn change (the change's last layer
+    # starts at zero, so an untrained tokenizer copies the previous frame).
+    residual: bool = False
+    cosine_codes: bool = True
+    revive_dead_codes: bool = True
+    dead_after_steps: int = 50
+
+    def __post_init__(self) -> None:
+        grid = math.isqrt(self.tokens_per_frame)
+        if grid * grid != self.tokens_per_frame:
+            raise ValueError(f"tokens_per_frame must be a square, got {self.tokens_per_frame}")
+        if self.latent_resolution % grid:
+            raise ValueError(
+                f"a {grid}x{grid} token grid does not divide the {self.latent_resolution}x"
+                f"{self.latent_resolution} latent map (resolution / 2**levels)"
+            )
+
+    @property
+    def latent_resolution(self) -> int:
+        return self.resolution // 2**self.levels
+
+    @property
+    def token_grid(self) -> int:
+        return math.isqrt(self.tokens_per_frame)
+
+    @property
+    def region(self) -> int:
+        """Latent pixels along a side of one token's region."""
+        return self.latent_resolution // self.token_grid
+
+
+def conv_stack(c_in: int, c_out: int, cfg: DeltaTokenizerConfig) -> nn.Sequential:
+    """(B, c_in, R, R) -> (B, c_out, R / 2**levels, ...): strided convs, with residual blocks
+    at 16x16 and below (where they are cheap on a CPU)."""
+    blocks = AutoencoderConfig(norm_groups=8)
+    layers: list[nn.Module] = [nn.Conv2d(c_in, cfg.channels, 3, padding=1)]
+    c, resolution = cfg.channels, cfg.resolution
+    for _ in range(cfg.levels):
+        layers.append(nn.Conv2d(c, 2 * c, 4, stride=2, padding=1))
+        c, resolution = 2 * c, resolution // 2
+        if resolution <= 16:
+            layers += [ResBlock(c, c, blocks) for _ in range(cfg.res_blocks)]
+    layers += [norm(c, 8), nn.SiLU(), nn.Conv2d(c, c_out, 3, padding=1)]
+    return nn.Sequential(*layers)
+
+
+class Decoder(nn.Module):
+    """(B, c_in, r, r) -> (B, 3, R, R) in roughly [-1, 1]: the mirror of conv_stack."""
+
+    def __init__(self, c_in: int, cfg: DeltaTokenizerConfig) -> None:
+        super().__init__()
+        blocks = AutoencoderConfig(norm_groups=8)
+        c = cfg.channels * 2**cfg.levels
+        layers: list[nn.Module] = [nn.Conv2d(c_in, c, 3, padding=1)]
+        resolution = cfg.latent_resolution
+        for _ in range(cfg.levels):
+            if resolution <= 16:
+                layers += [ResBlock(c, c, blocks) for _ in range(cfg.res_blocks)]
+            layers.append(nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1))
+            c, resolution = c // 2, resolution * 2
+        layers += [norm(c, 8), nn.SiLU(), nn.Conv2d(c, 3, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@dataclass
+class DeltaTokenizerOutput:
+    reconstruction: torch.Tensor  # (B, 3, H, W) in [0, 1] (unclamped while training)
+    quantized: QuantizerOutput
+
+
+class DeltaTokenizer(nn.Module):
+    def __init__(self, cfg: DeltaTokenizerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        r, n = cfg.resolution, cfg.latent_resolution
+        self.encoder_action = nn.Embedding(cfg.num_actions, r * r)  # an image-sized plane
+        self.encoder = conv_stack(7, cfg.latent_channels, cfg)
+        region_dim = cfg.latent_channels * cfg.region**2
+        self.pre_quant = nn.Linear(region_dim, cfg.code_dim)
+        self.quantizer = VectorQuantizer(
+            cfg.num_codes,
+            cfg.code_dim,
+            cfg.cosine_codes,
+            cfg.revive_dead_codes,
+            cfg.dead_after_steps,
+        )
+        self.post_quant = nn.Linear(cfg.code_dim, region_dim)
+        self.context = conv_stack(3, cfg.context_channels, cfg)
+        self.decoder_action = nn.Embedding(cfg.num_actions, cfg.action_channels * n * n)
+        self.decoder = Decoder(
+            cfg.latent_channels + cfg.context_channels + cfg.action_channels, cfg
+        )
+        if cfg.residual:
+            nn.init.zeros_(self.decoder.net[-1].weight)
+            nn.init.zeros_(self.decoder.net[-1].bias)
+
+    # --- the token layout: K regions of the latent map, row by row -------------------------
+
+    def _to_regions(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, n, n) -> (B, K, C * region**2)."""
+        b, c = z.shape[:2]
+        g, p = self.cfg.token_grid, self.cfg.region
+        return z.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, -1)
+
+    def _from_regions(self, v: torch.Tensor) -> torch.Tensor:
+        """(B, K, C * region**2) -> (B, C, n, n)."""
+        b, c = v.shape[0], self.cfg.latent_channels
+        g, p = self.cfg.token_grid, self.cfg.region
+        return v.reshape(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, g * p, g * p)
+
+    # --- encoder / decoder ---------------------------------------------------------------
+
+    def _latents(
+        self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, D, 1, K): the encoder's K code vectors before the codebook."""
+        b, r = frames.shape[0], self.cfg.resolution
+        plane = self.encoder_action(actions).view(b, 1, r, r)
+        x = torch.cat(
+            [to_float_frames(previous) * 2 - 1, plane, to_float_frames(frames) * 2 - 1], 1
+        )
+        codes = self.pre_quant(self._to_regions(self.encoder(x)))  # (B, K, code_dim)
+        # The quantizer works on (B, D, h, w) maps: the K codes as a 1 x K map.
+        return codes.transpose(1, 2)[:, :, None]
+
+    def _quantize(
+        self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
+    ) -> QuantizerOutput:
+        return self.quantizer(self._latents(previous, actions, frames))
+
+    def _draw(
+        self, previous: torch.Tensor, actions: torch.Tensor, z_q: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, D, 1, K) code vectors -> frames in [0, 1], unclamped (the loss sees overshoot)."""
+        n = self.cfg.latent_resolution
+        tokens = self._from_regions(self.post_quant(z_q[:, :, 0].transpose(1, 2)))
+        context = self.context(to_float_frames(previous) * 2 - 1)
+        action = self.decoder_action(actions).view(-1, self.cfg.action_channels, n, n)
+        change = self.decoder(torch.cat([tokens, context, action], 1))
+        if self.cfg.residual:
+            return to_float_frames(previous) + change
+        return (change + 1) / 2
+
+    def forward(
+        self,
+        previous: torch.Tensor,
+        actions: torch.Tensor,
+        frames: torch.Tensor,
+        quantize: bool = True,
+    ) -> DeltaTokenizerOutput:
+        """Frames (B, H, W, 3) uint8 or (B, 3, H, W) in [0, 1]; actions (B,) taken between.
+        quantize=False draws from the encoder's vectors themselves (as the codebook's
+        distances see them), skipping the codebook: the warm-up that makes the decoder
+        depend on what the encoder says before a codebook can collapse it to one code."""
+        quantized = self._quantize(previous, actions, frames)
+        if quantize:
+            return DeltaTokenizerOutput(self._draw(previous, actions, quantized.z_q), quantized)
+        z = self.quantizer.prepare(self._latents(previous, actions, frames).permute(0, 2, 3, 1))
+        return DeltaTokenizerOutput(self._draw(previous, actions, z.permute(0, 3, 1, 2)), quantized)
+
+    @torch.no_grad()
+    def encode(
+        self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
+    ) -> torch.Tensor:
+        """-> tokens (B, K) long."""
+        return self._quantize(previous, actions, frames).tokens
+
+    @torch.no_grad()
+    def decode(
+        self, previous: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """Tokens (B, K) -> frames (B, 3, H, W) in [0, 1]."""
+        z_q = self.quantizer.lookup(tokens, (1, self.cfg.tokens_per_frame))
+        return self._draw(previous, actions, z_q).clamp(0, 1)
+
+
+def shuffled_token_ratio(
+    tokenizer: DeltaTokenizer, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
+) -> float:
+    """The squared error with each frame's tokens swapped for another frame's of the batch,
+    over the squared error with its own, on the pixels that changed. 1.0: the decoder
+    ignores its tokens (it draws from the previous frame and the action alone)."""
+    tokens = tokenizer.encode(previous, actions, frames)
+    target = to_float_frames(frames)
+    changed = (target - to_float_frames(previous)).abs().amax(1, keepdim=True) > 0.02
+    own = tokenizer.decode(previous, actions, tokens)
+    other = tokenizer.decode(previous, actions, tokens.roll(1, 0))
+
+    def error(x: torch.Tensor) -> torch.Tensor:
+        return ((x - target).pow(2) * changed).sum()
+
+    return float(error(other) / error(own).clamp_min(1e-8))
