@@ -242,7 +242,8 @@ def test_compiling_in_the_background_plays_at_once_and_then_switches():
         game.reset(frames)
     first = background.step(torch.tensor([1]))[0]  # eager: it started compiling meanwhile
     assert background._extend_and_sample._thread is not None
-    assert torch.equal(first, eager.step(torch.tensor([1]))[0])
+    # (The decoder's graph, started at reset, may be ready already: one level of rounding.)
+    assert (first.int() - eager.step(torch.tensor([1]))[0].int()).abs().max() <= 1
     for part in (background._extend_and_sample, background._decode):
         part._thread.join(timeout=240)
     assert background.compiled
