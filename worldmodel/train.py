@@ -171,7 +171,18 @@ def warm_start(world_model: torch.nn.Module, path: str) -> None:
 
 def check_before_work(cfg: DictConfig, spec: EnvSpec) -> None:
     """What would otherwise fail only once data collection or the Trainer is up."""
-    spec.action_meanings()  # makes the env once: an unknown game id is a ValueError here
+    meanings = spec.action_meanings()  # makes the env once: an unknown game id fails here
+    if cfg.tokenizer.module.get("_target_", "").endswith("DeltaTokenizerModule"):
+        if cfg.stage != "tokenizer":
+            raise ValueError(
+                "tokenizer=delta (context-aware tokens) trains its own stage only so far: add "
+                "stage=tokenizer (its world model is not built yet)"
+            )
+        if cfg.tokenizer.module.model.num_actions != len(meanings):
+            raise ValueError(
+                f"tokenizer.module.model.num_actions is {cfg.tokenizer.module.model.num_actions}"
+                f" but {spec.game_id} has {len(meanings)} actions"
+            )
     if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(
             "trainer=gpu (the default of +exp=pong) needs a CUDA GPU and none was found: add "
@@ -200,7 +211,9 @@ def run(cfg: DictConfig) -> float | None:
         # A resumed run already started from init_from; its checkpoint has the weights since.
         if cfg.tokenizer.get("init_from") and resume_path(cfg, "tokenizer") is None:
             warm_start_tokenizer(module.tokenizer, cfg.tokenizer.init_from)
-        trainer, tokenizer_ckpt = fit_stage(cfg, "tokenizer", module, spec, mode="frames")
+        trainer, tokenizer_ckpt = fit_stage(
+            cfg, "tokenizer", module, spec, mode=module.data_mode, seq_len=module.sequence_length
+        )
         metric = trainer.callback_metrics.get("val/loss")
     if cfg.stage in ("world_model", "all"):
         if tokenizer_ckpt is None:

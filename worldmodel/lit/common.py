@@ -1,13 +1,17 @@
-"""Small pieces both LightningModules share: finite-loss guard, image logging, PSNR."""
+"""Small pieces the LightningModules share: finite-loss guard, image logging, PSNR, dead-code
+revival across ranks, LPIPS weights kept out of checkpoints."""
 
 import logging
 import time
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from PIL import Image
+
+from worldmodel.models.quantizer import VectorQuantizer
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +88,31 @@ def log_image(loggers: list[Logger], key: str, image: np.ndarray, step: int) -> 
             path = Path(logger.log_dir) / "media" / f"{key.replace('/', '_')}_{step:07d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(path)
+
+
+def revive_and_sync_codes(
+    module: L.LightningModule, quantizer: VectorQuantizer, priority: torch.Tensor | None = None
+) -> int:
+    """Revive the quantizer's dead codes after an optimizer step; returns how many."""
+    revived = quantizer.revive_dead_codes_(priority)
+    if module.trainer.world_size > 1:
+        # Each rank revives from its own batch; DDP only syncs gradients, so make every
+        # rank take rank 0's codebook or the copies drift apart. In place, on the device
+        # (the strategy's broadcast pickles objects through the CPU).
+        torch.distributed.broadcast(quantizer.codebook.weight.data, src=0)
+        torch.distributed.broadcast(quantizer.idle_steps, src=0)
+    return revived
+
+
+class FrozenPerceptualWeights:
+    """For a LightningModule with a `perceptual` (LPIPS) loss: its frozen weights always come
+    from their own files (see models/perceptual.py), so keep those 9 MB out of every
+    checkpoint, and fill them back in when loading one."""
+
+    def state_dict(self, *args, **kwargs) -> dict:
+        state = super().state_dict(*args, **kwargs)
+        return {k: v for k, v in state.items() if not k.startswith("perceptual.")}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        frozen = {k: v for k, v in super().state_dict().items() if k.startswith("perceptual.")}
+        return super().load_state_dict({**frozen, **state_dict}, strict=strict, assign=assign)

@@ -7,7 +7,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldmodel.lit.common import Throughput, log_image, losses_are_finite, psnr, to_uint8_image
+from worldmodel.lit.common import (
+    FrozenPerceptualWeights,
+    Throughput,
+    log_image,
+    losses_are_finite,
+    psnr,
+    revive_and_sync_codes,
+    to_uint8_image,
+)
 from worldmodel.models.perceptual import PerceptualLoss
 from worldmodel.models.quantizer import codebook_stats, count_stats
 from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig, to_float_frames
@@ -75,9 +83,11 @@ class PixelErrors:
         return l1, squared
 
 
-class TokenizerModule(L.LightningModule):
+class TokenizerModule(FrozenPerceptualWeights, L.LightningModule):
     """`model` and `loss` are plain dicts (TokenizerConfig / TokenizerLoss fields), so the
     checkpoint's hyper-parameters load with `torch.load(weights_only=True)`."""
+
+    data_mode, sequence_length = "frames", 1  # it trains on single frames
 
     def __init__(
         self,
@@ -207,14 +217,7 @@ class TokenizerModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        quantizer = self.tokenizer.quantizer
-        revived = quantizer.revive_dead_codes_(self._revival_priority)
-        if self.trainer.world_size > 1:
-            # Each rank revives from its own batch; DDP only syncs gradients, so make every
-            # rank take rank 0's codebook or the copies drift apart. In place, on the device
-            # (the strategy's broadcast pickles objects through the CPU).
-            torch.distributed.broadcast(quantizer.codebook.weight.data, src=0)
-            torch.distributed.broadcast(quantizer.idle_steps, src=0)
+        revived = revive_and_sync_codes(self, self.tokenizer.quantizer, self._revival_priority)
         self.log("train/revived_codes", float(revived))
 
     def on_validation_epoch_start(self) -> None:
@@ -257,16 +260,6 @@ class TokenizerModule(L.LightningModule):
         target, recon = target[:n], recon[:n].clamp(0, 1)
         rows = [to_uint8_image(x) for x in (target, recon, (recon - target).abs())]
         log_image(self.loggers, key, np.concatenate(rows, axis=0), self.global_step)
-
-    # The frozen LPIPS weights always come from their own files (see models/perceptual.py):
-    # keep those 9 MB out of every checkpoint, and fill them back in when loading one.
-    def state_dict(self, *args, **kwargs) -> dict:
-        state = super().state_dict(*args, **kwargs)
-        return {k: v for k, v in state.items() if not k.startswith("perceptual.")}
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        frozen = {k: v for k, v in super().state_dict().items() if k.startswith("perceptual.")}
-        return super().load_state_dict({**frozen, **state_dict}, strict=strict, assign=assign)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.tokenizer.parameters() if p.requires_grad]

@@ -1,0 +1,213 @@
+"""Trains the context-aware tokenizer on (previous frame, action, frame) pairs cut from the
+data's segments: 0.1 L1 + L2 + the worst pixel's squared error + squared error on the
+pixels that change + codebook + commitment (Delta-IRIS's loss, with more weight on what
+moves), LPIPS optional.
+
+The first trap (measured, experiments/RESULTS.md): shown the frame just before, the
+decoder draws it again plus what the action does, the tokens carry nothing, and the
+codebook collapses to a few codes. The *context gap* avoids it: half of the pairs show a
+previous frame up to `context_gap` steps back, where the paddles and ball have moved far,
+so the decoder cannot draw the frame without the tokens; the dream only ever asks for gap 1.
+"""
+
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+
+from worldmodel.lit.common import (
+    FrozenPerceptualWeights,
+    Throughput,
+    log_image,
+    losses_are_finite,
+    psnr,
+    revive_and_sync_codes,
+    to_uint8_image,
+)
+from worldmodel.models.delta_tokenizer import (
+    DeltaTokenizer,
+    DeltaTokenizerConfig,
+    shuffled_token_ratio,
+)
+from worldmodel.models.perceptual import PerceptualLoss
+from worldmodel.models.quantizer import codebook_stats
+from worldmodel.models.tokenizer import to_float_frames
+
+
+@dataclass
+class DeltaTokenizerLoss:
+    l1_weight: float = 0.1
+    l2_weight: float = 1.0
+    # Squared error of each frame's worst pixel (Delta-IRIS: 0.01): a lost ball is the
+    # worst pixel of its frame.
+    worst_pixel_weight: float = 1.0
+    # Squared error on the pixels that differ from the previous frame, in the real frame
+    # or in the drawing (what moved, and a ball left behind), as a mean over those pixels.
+    changed_weight: float = 20.0
+    changed_threshold: float = 0.02
+    codebook_weight: float = 1.0
+    commitment_weight: float = 0.25
+    perceptual_weight: float = 0.0
+    perceptual_net: str = "alex"
+
+
+@dataclass
+class Pairs:
+    """(previous frame, action, frame) triples, uint8 frames (N, H, W, 3)."""
+
+    previous: torch.Tensor
+    actions: torch.Tensor
+    frames: torch.Tensor
+
+
+def cut_pairs(batch: dict, gaps: torch.Tensor) -> Pairs:
+    """From segments (frames (B, T, ...), actions (B, T), mask (B, T)), the pair that shows
+    frame `gap` of each segment after its frame 0 (and the action taken just before it).
+    A gap past the segment's episode end shrinks to the last frame still in it; segments
+    with no second frame are left out."""
+    last = batch["mask"].sum(1) - 1  # the last valid index of each segment
+    gaps = torch.minimum(gaps, last)
+    keep = gaps >= 1
+    rows, gaps = torch.nonzero(keep).squeeze(1), gaps[keep]
+    return Pairs(
+        previous=batch["frames"][rows, 0],
+        actions=batch["actions"][rows, gaps - 1],
+        frames=batch["frames"][rows, gaps],
+    )
+
+
+def consecutive_pairs(batch: dict) -> Pairs:
+    """Every (frame t, action t, frame t + 1) of the segments that lies inside an episode."""
+    valid = batch["mask"][:, 1:] & batch["mask"][:, :-1]
+    return Pairs(
+        previous=batch["frames"][:, :-1][valid],
+        actions=batch["actions"][:, :-1][valid],
+        frames=batch["frames"][:, 1:][valid],
+    )
+
+
+class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
+    """Reads segments of `context_gap + 1` frames (`sequence_length`)."""
+
+    data_mode = "segments"
+
+    def __init__(
+        self,
+        model: dict,
+        loss: dict,
+        context_gap: int = 8,
+        gap_probability: float = 0.5,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        image_log_every_n_steps: int = 500,
+        nonfinite: str = "stop",
+    ) -> None:
+        super().__init__()
+        if context_gap < 1:
+            raise ValueError(f"context_gap must be at least 1, got {context_gap}")
+        if not 0 <= gap_probability <= 1:
+            raise ValueError(f"gap_probability must be in [0, 1], got {gap_probability}")
+        self.save_hyperparameters()
+        self.tokenizer = DeltaTokenizer(DeltaTokenizerConfig(**model))
+        self.loss_cfg = loss = DeltaTokenizerLoss(**loss)
+        self.perceptual = (
+            PerceptualLoss(loss.perceptual_net) if loss.perceptual_weight > 0 else None
+        )
+        self.context_gap, self.gap_probability = context_gap, gap_probability
+        self.lr, self.weight_decay = lr, weight_decay
+        self.image_log_every_n_steps = image_log_every_n_steps
+        self.throughput = Throughput()
+
+    @property
+    def sequence_length(self) -> int:
+        return self.context_gap + 1
+
+    def draw_gaps(self, n: int) -> torch.Tensor:
+        """Per pair: 1, or with `gap_probability` a gap drawn from 1..context_gap."""
+        wide = torch.randint(1, self.context_gap + 1, (n,), device=self.device)
+        far = torch.rand(n, device=self.device) < self.gap_probability
+        return torch.where(far, wide, torch.ones_like(wide))
+
+    def losses(self, pairs: Pairs) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        out = self.tokenizer(pairs.previous, pairs.actions, pairs.frames)
+        recon, cfg = out.reconstruction, self.loss_cfg
+        target, previous = to_float_frames(pairs.frames), to_float_frames(pairs.previous)
+        error = recon - target
+
+        def differs(x: torch.Tensor) -> torch.Tensor:
+            return (x - previous).abs().amax(1, keepdim=True) > cfg.changed_threshold
+
+        changed = differs(target) | differs(recon.detach())
+        squared = error.pow(2)
+        terms = {
+            "l1": cfg.l1_weight * error.abs().mean(),
+            "l2": cfg.l2_weight * squared.mean(),
+            "worst_pixel": cfg.worst_pixel_weight * squared.flatten(1).max(1).values.mean(),
+            "changed": cfg.changed_weight
+            * (squared * changed).sum()
+            / (3 * changed.sum()).clamp_min(1),
+            "codebook": cfg.codebook_weight * out.quantized.codebook_loss,
+            "commitment": cfg.commitment_weight * out.quantized.commitment_loss,
+        }
+        if self.perceptual is not None:
+            terms["perceptual"] = cfg.perceptual_weight * self.perceptual(recon.clamp(0, 1), target)
+        return terms, recon, out.quantized.tokens
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        pairs = cut_pairs(batch, self.draw_gaps(len(batch["mask"])))
+        terms, recon, tokens = self.losses(pairs)
+        if not losses_are_finite(self, terms):
+            return None  # Lightning skips the optimizer step
+        loss = sum(terms.values())
+        stats = codebook_stats(tokens, self.tokenizer.cfg.num_codes)
+        if (frames_per_s := self.throughput(len(tokens))) is not None:
+            self.log("train/frames_per_s", frames_per_s)
+        self.log_dict({f"train/{k}": v for k, v in terms.items()})
+        self.log_dict({"train/loss": loss, "train/codebook_usage": stats["usage"]}, prog_bar=True)
+        self.log("train/perplexity", stats["perplexity"])
+        if self.global_step % self.image_log_every_n_steps == 0:
+            self._log_grid("train/reconstructions", pairs, recon)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.log(
+            "train/revived_codes", float(revive_and_sync_codes(self, self.tokenizer.quantizer))
+        )
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_tokens: list[torch.Tensor] = []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        pairs = consecutive_pairs(batch)  # what the dream asks for: the frame just before
+        terms, recon, tokens = self.losses(pairs)
+        self._val_tokens.append(tokens.flatten())
+        self.log_dict({f"val/{k}": v for k, v in terms.items()})
+        self.log_dict(
+            {
+                "val/loss": sum(terms.values()),
+                "val/psnr": psnr(recon, to_float_frames(pairs.frames)),
+            },
+            prog_bar=True,
+        )
+        # If swapping tokens between frames does not hurt, the decoder ignores them.
+        ratio = shuffled_token_ratio(self.tokenizer, pairs.previous, pairs.actions, pairs.frames)
+        self.log("val/shuffled_token_ratio", ratio)
+        if batch_idx == 0:
+            self._log_grid("val/reconstructions", pairs, recon)
+
+    def on_validation_epoch_end(self) -> None:
+        stats = codebook_stats(torch.cat(self._val_tokens), self.tokenizer.cfg.num_codes)
+        self.log_dict({"val/codebook_usage": stats["usage"], "val/perplexity": stats["perplexity"]})
+
+    def _log_grid(self, key: str, pairs: Pairs, recon: torch.Tensor, n: int = 8) -> None:
+        """Rows: previous frame, frame, drawing, |drawing - frame|."""
+        previous, target = to_float_frames(pairs.previous[:n]), to_float_frames(pairs.frames[:n])
+        recon = recon[:n].clamp(0, 1)
+        rows = [to_uint8_image(x) for x in (previous, target, recon, (recon - target).abs())]
+        log_image(self.loggers, key, np.concatenate(rows, axis=0), self.global_step)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.tokenizer.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        )
