@@ -35,6 +35,7 @@ train: install
 bench: install
 	$(PY) experiments/bench_collect.py
 	$(PY) experiments/bench_play.py
+	$(PY) experiments/bench_first_window.py
 	$(PY) experiments/bench_compile.py
 	$(PY) experiments/policy_stats.py
 
