@@ -1,0 +1,180 @@
+"""The world model over context-aware tokens (Delta-IRIS): a GPT over blocks of
+
+    [the frame (one continuous embedding: a small CNN, trained with the GPT),
+     the action taken in it, the K tokens of the next frame given both]
+
+K + 2 inputs a step (6 for K = 4) instead of IRIS's 17. From the action it predicts the
+next frame's first token, the reward and the episode end; from each token, the next token.
+`BlockLayout` owns where each input sits; nothing else spells it out.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldmodel.models.delta_tokenizer import DeltaTokenizerConfig, conv_stack
+from worldmodel.models.tokenizer import to_float_frames
+from worldmodel.models.transformer import KVCache, Transformer, TransformerConfig, init_gpt2_weights
+from worldmodel.models.world_model import head
+
+
+@dataclass
+class DeltaWorldModelConfig:
+    tokens_per_frame: int = 4
+    num_codes: int = 1024
+    num_actions: int = 6
+    max_frames: int = 26  # context length in steps (blocks)
+    n_layers: int = 3
+    n_heads: int = 4
+    d_model: int = 256
+    dropout: float = 0.0
+    resolution: int = 64
+    frame_channels: int = 16  # the frame CNN's first width (x2 at each of 3 downsamplings)
+    frame_latent: int = 4  # its output channels at 8x8: 256 numbers, projected to d_model
+
+    def __post_init__(self) -> None:
+        if self.max_frames < 2:
+            raise ValueError(
+                f"max_frames must be >= 2 (a frame and the next), got {self.max_frames}"
+            )
+
+    @property
+    def layout(self) -> "BlockLayout":
+        return BlockLayout(self.tokens_per_frame)
+
+    @property
+    def block_size(self) -> int:
+        return self.max_frames * self.layout.length
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """One step's inputs: [frame, action, token 1 .. token K]."""
+
+    tokens_per_frame: int
+
+    FRAME, ACTION = 0, 1
+
+    @property
+    def length(self) -> int:
+        return self.tokens_per_frame + 2
+
+    @property
+    def first_token(self) -> int:
+        return 2
+
+    def predicts_token(self) -> slice:
+        """The inputs whose output is the next token: the action, tokens 1 .. K-1."""
+        return slice(self.ACTION, self.length - 1)
+
+
+@dataclass
+class DeltaWorldModelOutput:
+    hidden: torch.Tensor  # (B, T * L, D)
+    token_logits: torch.Tensor  # (B, T, K, num_codes): the next frame's tokens, in order
+    reward_logits: torch.Tensor  # (B, T, 3): reward sign -1, 0, +1 of each step's action
+    end_logits: torch.Tensor  # (B, T, 2)
+
+
+class DeltaWorldModel(nn.Module):
+    def __init__(self, cfg: DeltaWorldModelConfig) -> None:
+        super().__init__()
+        self.cfg, self.layout = cfg, cfg.layout
+        self.transformer_cfg = TransformerConfig(
+            cfg.block_size, cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.dropout
+        )
+        cnn = DeltaTokenizerConfig(resolution=cfg.resolution, channels=cfg.frame_channels)
+        latent = cnn.latent_resolution**2 * cfg.frame_latent
+        self.frame_cnn = nn.Sequential(
+            conv_stack(3, cfg.frame_latent, cnn),
+            nn.Flatten(),
+            nn.Linear(latent, cfg.d_model),
+            nn.LayerNorm(cfg.d_model),
+        )
+        self.action_embed = nn.Embedding(cfg.num_actions, cfg.d_model)
+        self.token_embed = nn.Embedding(cfg.num_codes, cfg.d_model)
+        self.transformer = Transformer(self.transformer_cfg)
+        self.token_head = head(cfg.d_model, cfg.num_codes)
+        self.reward_head = head(cfg.d_model, 3)
+        self.end_head = head(cfg.d_model, 2)
+        init_gpt2_weights(self.transformer, cfg.n_layers)
+
+    def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(..., H, W, 3) uint8 or (..., 3, H, W) float frames -> (..., D)."""
+        lead = frames.shape[:-3]
+        x = to_float_frames(frames.flatten(0, len(lead) - 1) if lead else frames[None])
+        return self.frame_cnn(x * 2 - 1).view(*lead, -1)
+
+    def blocks(
+        self, frames: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """Frames (B, T, ...), actions (B, T), the next frames' tokens (B, T, K) -> the input
+        sequence (B, T * L, D), block after block."""
+        x = torch.cat(
+            [
+                self.embed_frames(frames)[:, :, None],
+                self.action_embed(actions)[:, :, None],
+                self.token_embed(tokens),
+            ],
+            dim=2,
+        )
+        return x.flatten(1, 2)
+
+    def heads(self, hidden: torch.Tensor) -> DeltaWorldModelOutput:
+        """hidden (B, T * L, D) of whole blocks -> the predictions of every block."""
+        b, length = hidden.shape[0], self.layout.length
+        per_block = hidden.view(b, -1, length, hidden.shape[-1])
+        at_action = per_block[:, :, self.layout.ACTION]
+        return DeltaWorldModelOutput(
+            hidden,
+            self.token_head(per_block[:, :, self.layout.predicts_token()]),
+            self.reward_head(at_action),
+            self.end_head(at_action),
+        )
+
+    def forward(
+        self, frames: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
+    ) -> DeltaWorldModelOutput:
+        return self.heads(self.transformer(self.blocks(frames, actions, tokens)))
+
+    def loss(
+        self,
+        frames: torch.Tensor,
+        actions: torch.Tensor,
+        tokens: torch.Tensor,
+        rewards: torch.Tensor,
+        ends: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Cross-entropies over the steps where `mask` (B, T) holds: the step's frame and the
+        next are both in the episode."""
+        out = self(frames, actions, tokens)
+        return {
+            "tokens": F.cross_entropy(out.token_logits[mask].flatten(0, 1), tokens[mask].flatten()),
+            "reward": F.cross_entropy(out.reward_logits[mask], (rewards.sign() + 1).long()[mask]),
+            "end": F.cross_entropy(out.end_logits[mask], ends.long()[mask]),
+        }
+
+    def new_cache(self, batch: int, device: torch.device) -> KVCache:
+        return KVCache(self.transformer_cfg, batch, device)
+
+    def extend(
+        self, x: torch.Tensor, position: torch.Tensor, kv: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generation: input embeddings (B, T, D) after `position` cached ones -> hidden
+        (B, T, D) and their keys/values (see Transformer.extend)."""
+        return self.transformer.extend(x, position, kv)
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """Weight decay on the matrices of linear and conv layers only."""
+        decay, no_decay = [], []
+        for module in self.modules():
+            for name, p in module.named_parameters(recurse=False):
+                matrix = isinstance(module, nn.Linear | nn.Conv2d) and name == "weight"
+                (decay if matrix else no_decay).append(p)
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
