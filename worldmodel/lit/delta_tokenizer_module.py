@@ -26,6 +26,7 @@ from worldmodel.lit.common import (
     revive_and_sync_codes,
     to_uint8_image,
 )
+from worldmodel.lit.tokenizer_module import QuantizerLossWeights
 from worldmodel.models.delta_tokenizer import (
     DeltaTokenizer,
     DeltaTokenizerConfig,
@@ -37,7 +38,7 @@ from worldmodel.models.tokenizer import to_float_frames
 
 
 @dataclass
-class DeltaTokenizerLoss:
+class DeltaTokenizerLoss(QuantizerLossWeights):
     l1_weight: float = 0.1
     l2_weight: float = 1.0
     # Squared error of each frame's worst pixel (Delta-IRIS: 0.01): a lost ball is the
@@ -47,10 +48,7 @@ class DeltaTokenizerLoss:
     # or in the drawing (what moved, and a ball left behind), as a mean over those pixels.
     changed_weight: float = 50.0
     changed_threshold: float = 0.02
-    codebook_weight: float = 1.0
-    commitment_weight: float = 0.25
-    perceptual_weight: float = 0.0
-    perceptual_net: str = "alex"
+    perceptual_weight: float = 0.0  # LPIPS: available, not measured to help here yet
 
 
 @dataclass

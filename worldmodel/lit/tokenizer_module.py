@@ -22,7 +22,17 @@ from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig, to_float_fra
 
 
 @dataclass
-class TokenizerLoss:
+class QuantizerLossWeights:
+    """The terms every tokenizer's loss has besides its pixel terms."""
+
+    codebook_weight: float = 1.0
+    commitment_weight: float = 0.25
+    perceptual_weight: float = 1.0  # LPIPS
+    perceptual_net: str = "alex"
+
+
+@dataclass
+class TokenizerLoss(QuantizerLossWeights):
     l1_weight: float = 1.0
     # Pixels that differ from the background (ball, paddles, score) count 1 + this much:
     # the ball is a faint 1-2 pixel smudge at 64x64 and plain L1 barely notices losing it.
@@ -37,10 +47,6 @@ class TokenizerLoss:
     # exact place the code leaves uncertain by a pixel or two, the median is no ball at all.
     # The squared error's optimum is the mean: a dimmer ball where the code says it is.
     moving_l2_weight: float = 0.0
-    codebook_weight: float = 1.0
-    commitment_weight: float = 0.25
-    perceptual_weight: float = 1.0
-    perceptual_net: str = "alex"
 
 
 def deviates(frames: torch.Tensor, reference: torch.Tensor, threshold: float) -> torch.Tensor:

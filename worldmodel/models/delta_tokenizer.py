@@ -18,7 +18,7 @@ from torch import nn
 
 from worldmodel.models.autoencoder import AutoencoderConfig, ResBlock, norm
 from worldmodel.models.quantizer import QuantizerOutput, VectorQuantizer
-from worldmodel.models.tokenizer import to_float_frames
+from worldmodel.models.tokenizer import TokenizerOutput, to_float_frames
 
 
 @dataclass
@@ -101,12 +101,6 @@ class Decoder(nn.Module):
         return self.net(x)
 
 
-@dataclass
-class DeltaTokenizerOutput:
-    reconstruction: torch.Tensor  # (B, 3, H, W) in [0, 1] (unclamped while training)
-    quantized: QuantizerOutput
-
-
 class DeltaTokenizer(nn.Module):
     def __init__(self, cfg: DeltaTokenizerConfig) -> None:
         super().__init__()
@@ -186,16 +180,16 @@ class DeltaTokenizer(nn.Module):
         actions: torch.Tensor,
         frames: torch.Tensor,
         quantize: bool = True,
-    ) -> DeltaTokenizerOutput:
+    ) -> TokenizerOutput:
         """Frames (B, H, W, 3) uint8 or (B, 3, H, W) in [0, 1]; actions (B,) taken between.
         quantize=False draws from the encoder's vectors themselves (as the codebook's
         distances see them), skipping the codebook: the warm-up that makes the decoder
         depend on what the encoder says before a codebook can collapse it to one code."""
         quantized = self._quantize(previous, actions, frames)
         if quantize:
-            return DeltaTokenizerOutput(self._draw(previous, actions, quantized.z_q), quantized)
+            return TokenizerOutput(self._draw(previous, actions, quantized.z_q), quantized)
         z = self.quantizer.prepare(self._latents(previous, actions, frames).permute(0, 2, 3, 1))
-        return DeltaTokenizerOutput(self._draw(previous, actions, z.permute(0, 3, 1, 2)), quantized)
+        return TokenizerOutput(self._draw(previous, actions, z.permute(0, 3, 1, 2)), quantized)
 
     @torch.no_grad()
     def encode(
