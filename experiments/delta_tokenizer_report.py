@@ -89,8 +89,8 @@ def main() -> None:
         EnvSpec(),
         functools.partial(TrackerPolicy),
         args.data_dir,
-        VAL_EPISODES,
-        VAL_MAX_STEPS,
+        args.episodes,
+        args.max_steps,
         seed=VAL_SEED,
     )
     # Pairs from frame 1 on: frame 0 of an episode has another palette and no frame before.
@@ -107,6 +107,8 @@ def main() -> None:
         model, *(torch.from_numpy(x[sample]) for x in (previous, actions, frames))
     )
     episode = episodes[0]
+    if len(episode) < args.chain + 3:
+        raise SystemExit(f"error: the held-out episode is shorter than --chain {args.chain} + 3")
     starts = np.linspace(1, len(episode) - args.chain - 2, 32).astype(int)
     chain = chained(model, episode.frames, episode.actions, starts, args.chain)
     real = np.stack([episode.frames[starts + h] for h in range(1, args.chain + 1)], 1)

@@ -76,6 +76,9 @@ def test_the_shuffled_token_ratio_tells_used_tokens_from_ignored_ones():
     assert shuffled_token_ratio(model, previous, actions, frame) == pytest.approx(1.0)
     torch.nn.init.normal_(model.decoder.net[-1].weight, std=0.1)
     torch.nn.init.normal_(model.quantizer.codebook.weight)
+    torch.nn.init.normal_(model.pre_quant.weight)  # frames far apart get other codes
+    torch.nn.init.normal_(model.post_quant.weight)  # which draw other changes
+    assert len(model.encode(previous, actions, frame).unique()) > 1
     assert shuffled_token_ratio(model, previous, actions, frame) != pytest.approx(1.0, abs=1e-3)
 
 

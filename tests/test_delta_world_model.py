@@ -63,24 +63,33 @@ def test_a_few_steps_lower_the_loss_and_padding_is_ignored():
     torch.manual_seed(0)
     model = DeltaWorldModel(DeltaWorldModelConfig(**TINY))
     data = batch()
-    mask = torch.ones(2, 4, dtype=torch.bool)
-    mask[1, 2:] = False
-    targets = {"rewards": torch.zeros(2, 4), "ends": torch.zeros(2, 4, dtype=torch.bool)}
+    steps = torch.ones(2, 4, dtype=torch.bool)
+    steps[1, 3:] = False  # game 1 ends at its step 2: no frame after it, no step 3
+    next_frames = steps.clone()
+    next_frames[1, 2] = False
+    rewards = torch.zeros(2, 4)
+    rewards[1, 2] = -1  # the last step of an episode carries its end and its point
+    ends = torch.zeros(2, 4, dtype=torch.bool)
+    ends[1, 2] = True
+    targets = {"rewards": rewards, "ends": ends, "steps": steps, "next_frames": next_frames}
     optimizer = torch.optim.AdamW(model.optimizer_groups(0.01), lr=3e-3)
     losses = []
     for _ in range(30):
-        terms = model.loss(**data, **targets, mask=mask)
+        terms = model.loss(**data, **targets)
         loss = sum(terms.values())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-    padded = {k: v.clone() for k, v in data.items()}
-    padded["tokens"][1, 2:] = 7  # what lies in padding changes nothing
     with torch.no_grad():
-        same = model.loss(**data, **targets, mask=mask)["tokens"]
-        assert torch.allclose(same, model.loss(**padded, **targets, mask=mask)["tokens"])
+        out = model(**data)
+    assert out.end_logits[1, 2].argmax() == 1 and out.reward_logits[1, 2].argmax() == 0
+    padded = {k: v.clone() for k, v in data.items()}
+    padded["tokens"][1, 2:] = 7  # tokens past the episode's last frame change nothing
+    with torch.no_grad():
+        same = model.loss(**data, **targets)["tokens"]
+        assert torch.allclose(same, model.loss(**padded, **targets)["tokens"])
 
 
 def test_a_context_of_one_frame_is_refused():

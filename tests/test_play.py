@@ -81,7 +81,8 @@ def test_headless_recording_writes_a_video_with_every_frame(smoke_run, tmp_path)
         timeout=120,
     )
     assert_ok(result)
-    assert "torch.compile failed" not in result.stderr  # compiling (in the background) worked
+    # Twelve frames end long before the background compile does: this checks that starting
+    # it broke nothing; tests/test_world_model.py waits for the switch.
     assert "first frame shown" in result.stdout
     frames = iio.imread(video)
     assert frames.shape[0] == 12 and frames.shape[-1] == 3

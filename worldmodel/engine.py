@@ -61,13 +61,19 @@ class CompiledOrEager:
         )
         self.compiled = None
 
+    @property
+    def pending(self) -> bool:
+        """Whether a background compile is still under way."""
+        return self.compiled is not None and self.background and not self._ready.is_set()
+
     def _compile_on(self, args: tuple) -> None:
         try:
             with torch.inference_mode():
                 self.compiled(*args)
-        except torch._dynamo.exc.TorchDynamoException as error:
+        except Exception as error:  # any failure leaves play uncompiled, never stuck
             self._failed(error)
-        self._ready.set()
+        finally:
+            self._ready.set()
 
     def __call__(self, *args: torch.Tensor) -> Any:
         if self.compiled is None:
@@ -147,8 +153,13 @@ class LearnedGame:
         self.actions: torch.Tensor | None = None  # (B, n-1) the actions between them
 
     @property
+    def compiling(self) -> bool:
+        """Whether torch.compile is still at work in the background (compile_in_background)."""
+        return self._extend_and_sample.pending or self._decode.pending
+
+    @property
     def compiled(self) -> bool:
-        """Whether generation runs the compiled graphs now (see compile_in_background)."""
+        """Whether generation runs the compiled graphs now."""
         return self._extend_and_sample.ready and self._decode.ready
 
     @property

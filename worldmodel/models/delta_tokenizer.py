@@ -175,21 +175,11 @@ class DeltaTokenizer(nn.Module):
         return (change + 1) / 2
 
     def forward(
-        self,
-        previous: torch.Tensor,
-        actions: torch.Tensor,
-        frames: torch.Tensor,
-        quantize: bool = True,
+        self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> TokenizerOutput:
-        """Frames (B, H, W, 3) uint8 or (B, 3, H, W) in [0, 1]; actions (B,) taken between.
-        quantize=False draws from the encoder's vectors themselves (as the codebook's
-        distances see them), skipping the codebook: the warm-up that makes the decoder
-        depend on what the encoder says before a codebook can collapse it to one code."""
+        """Frames (B, H, W, 3) uint8 or (B, 3, H, W) in [0, 1]; actions (B,) taken between."""
         quantized = self._quantize(previous, actions, frames)
-        if quantize:
-            return TokenizerOutput(self._draw(previous, actions, quantized.z_q), quantized)
-        z = self.quantizer.prepare(self._latents(previous, actions, frames).permute(0, 2, 3, 1))
-        return TokenizerOutput(self._draw(previous, actions, z.permute(0, 3, 1, 2)), quantized)
+        return TokenizerOutput(self._draw(previous, actions, quantized.z_q), quantized)
 
     @torch.no_grad()
     def encode(
@@ -217,7 +207,8 @@ def shuffled_token_ratio(
     target = to_float_frames(frames)
     changed = (target - to_float_frames(previous)).abs().amax(1, keepdim=True) > 0.02
     own = tokenizer.decode(previous, actions, tokens)
-    other = tokenizer.decode(previous, actions, tokens.roll(1, 0))
+    # Half a batch away: neighbouring pairs may be consecutive steps with near-equal tokens.
+    other = tokenizer.decode(previous, actions, tokens.roll(max(len(tokens) // 2, 1), 0))
 
     def error(x: torch.Tensor) -> torch.Tensor:
         return ((x - target).pow(2) * changed).sum()

@@ -100,6 +100,8 @@ class DeltaWorldModel(nn.Module):
         self.reward_head = head(cfg.d_model, 3)
         self.end_head = head(cfg.d_model, 2)
         init_gpt2_weights(self.transformer, cfg.n_layers)
+        for table in (self.action_embed, self.token_embed):  # on the position embeddings' scale
+            nn.init.normal_(table.weight, std=0.02)
 
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """(..., H, W, 3) uint8 or (..., 3, H, W) float frames -> (..., D)."""
@@ -146,15 +148,20 @@ class DeltaWorldModel(nn.Module):
         tokens: torch.Tensor,
         rewards: torch.Tensor,
         ends: torch.Tensor,
-        mask: torch.Tensor,
+        steps: torch.Tensor,
+        next_frames: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """Cross-entropies over the steps where `mask` (B, T) holds: the step's frame and the
-        next are both in the episode."""
+        """Cross-entropies. `steps` (B, T): the step's frame and action are in the episode
+        (reward and end are learned there: an episode's last step carries its end and often
+        its last point); `next_frames` (B, T): the frame after it is too (its tokens exist)."""
         out = self(frames, actions, tokens)
+        has_tokens = steps & next_frames
         return {
-            "tokens": F.cross_entropy(out.token_logits[mask].flatten(0, 1), tokens[mask].flatten()),
-            "reward": F.cross_entropy(out.reward_logits[mask], (rewards.sign() + 1).long()[mask]),
-            "end": F.cross_entropy(out.end_logits[mask], ends.long()[mask]),
+            "tokens": F.cross_entropy(
+                out.token_logits[has_tokens].flatten(0, 1), tokens[has_tokens].flatten()
+            ),
+            "reward": F.cross_entropy(out.reward_logits[steps], (rewards.sign() + 1).long()[steps]),
+            "end": F.cross_entropy(out.end_logits[steps], ends.long()[steps]),
         }
 
     def new_cache(self, batch: int, device: torch.device) -> KVCache:

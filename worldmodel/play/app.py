@@ -234,12 +234,11 @@ class PlayApp:
         # model's predicted rewards in the dream (the digits it draws may say otherwise).
         score = self.real_score if mode == "real" else self.score
         source = "game" if mode == "real" else "predicted"
-        compiling = self.settings.compile and not self.game.compiled
         text = (
             f"{'REAL | DREAM' if mode == 'side' else mode.upper()}  "
             f"points {score[0]}-{score[1]} ({source})  step {self.steps}  "
             f"{fps:4.1f} fps shown, {generate_ms:3.0f} ms a frame  {sampling}"
-            + ("  compiling..." if compiling else "")
+            + ("  compiling..." if self.game.compiling else "")
             + ("  PAUSED" if self.paused else "")
             + ("  REC" if self.recorder else "")
         )
