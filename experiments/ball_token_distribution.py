@@ -23,8 +23,8 @@ from report import markdown_table, write_report
 from tokenizer_report import held_out_tracker_episodes
 
 from worldmodel.bundle import load_bundle
-from worldmodel.engine import to_uint8_frames
 from worldmodel.eval.pong_detector import detect
+from worldmodel.frames import to_uint8_frames
 
 BUCKETS = ("within 1 px", "1-3 px", "over 3 px", "no ball")
 

@@ -22,7 +22,8 @@ import torch
 from report import markdown_table, write_report
 
 from worldmodel.bundle import load_bundle
-from worldmodel.engine import LearnedGame, to_uint8_frames
+from worldmodel.engine import LearnedGame
+from worldmodel.frames import to_uint8_frames
 
 
 def start_frames(bundle, batch: int) -> torch.Tensor:

@@ -23,10 +23,10 @@ import torch
 from PIL import Image
 
 from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
-from worldmodel.engine import to_uint8_frames
 from worldmodel.envs import EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.eval.pong_detector import compare, detect
+from worldmodel.frames import to_uint8_frames
 from worldmodel.lit.delta_tokenizer_module import DeltaTokenizerModule
 from worldmodel.models.delta_tokenizer import DeltaTokenizer, shuffled_token_ratio
 from worldmodel.models.quantizer import codebook_stats

@@ -21,10 +21,10 @@ from PIL import Image
 from worldmodel.bundle import load_tokenizer
 from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
 from worldmodel.data.episode import Episode
-from worldmodel.engine import to_uint8_frames
 from worldmodel.envs import EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.eval.pong_detector import PongObjects, compare, detect
+from worldmodel.frames import to_uint8_frames
 from worldmodel.models.quantizer import codebook_stats
 from worldmodel.models.tokenizer import Tokenizer
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from worldmodel.engine import CompiledOrEager, LearnedGame
+from worldmodel.compiled import CompiledOrEager
+from worldmodel.engine import LearnedGame
 from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig
 from worldmodel.models.world_model import WorldModel, WorldModelConfig
 

@@ -13,11 +13,25 @@ from pathlib import Path
 import torch
 
 from worldmodel.envs.atari import EnvSpec
+from worldmodel.models.delta_tokenizer import DeltaTokenizer, DeltaTokenizerConfig
+from worldmodel.models.delta_world_model import DeltaWorldModel, DeltaWorldModelConfig
 from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig
 from worldmodel.models.world_model import WorldModel, WorldModelConfig
 
 FORMAT = "worldmodel-bundle"
 VERSION = 1
+# The two designs a bundle may hold: (tokenizer, its config, world model, its config).
+# Bundles written before the "kind" field hold IRIS models.
+KINDS = {
+    "iris": (Tokenizer, TokenizerConfig, WorldModel, WorldModelConfig),
+    "delta": (DeltaTokenizer, DeltaTokenizerConfig, DeltaWorldModel, DeltaWorldModelConfig),
+}
+AnyTokenizer = Tokenizer | DeltaTokenizer
+AnyWorldModel = WorldModel | DeltaWorldModel
+
+
+def kind_of(tokenizer: AnyTokenizer) -> str:
+    return next(kind for kind, classes in KINDS.items() if isinstance(tokenizer, classes[0]))
 
 
 class BundleError(ValueError):
@@ -26,17 +40,21 @@ class BundleError(ValueError):
 
 @dataclass
 class Bundle:
-    tokenizer: Tokenizer
-    world_model: WorldModel | None
+    tokenizer: AnyTokenizer
+    world_model: AnyWorldModel | None
     spec: EnvSpec
     action_meanings: tuple[str, ...]
     train_config: str  # the resolved Hydra config (YAML) that produced it
 
+    @property
+    def kind(self) -> str:
+        return kind_of(self.tokenizer)
+
 
 def save_bundle(
     path: str | Path,
-    tokenizer: Tokenizer,
-    world_model: WorldModel | None,
+    tokenizer: AnyTokenizer,
+    world_model: AnyWorldModel | None,
     spec: EnvSpec,
     action_meanings: tuple[str, ...],
     train_config: str = "",
@@ -45,6 +63,7 @@ def save_bundle(
     payload = {
         "format": FORMAT,
         "version": VERSION,
+        "kind": kind_of(tokenizer),
         "tokenizer": {"config": asdict(tokenizer.cfg), "state_dict": tokenizer.state_dict()},
         "world_model": None
         if world_model is None
@@ -127,12 +146,19 @@ def load_bundle(
             else ""
         )
         raise BundleError(f"{path}: not a worldmodel bundle{hint}")
-    tokenizer = _build(path, Tokenizer, TokenizerConfig, payload["tokenizer"]).to(device).eval()
+    kind = payload.get("kind", "iris")
+    if kind not in KINDS:
+        raise BundleError(
+            f"{path}: holds a {kind!r} model, which this version of worldmodel does not know "
+            f"(it knows {', '.join(KINDS)})"
+        )
+    tokenizer_cls, tokenizer_cfg, world_model_cls, world_model_cfg = KINDS[kind]
+    tokenizer = _build(path, tokenizer_cls, tokenizer_cfg, payload["tokenizer"]).to(device).eval()
     world_model = None
     if payload["world_model"] is not None:
-        world_model = _build(path, WorldModel, WorldModelConfig, payload["world_model"])
+        world_model = _build(path, world_model_cls, world_model_cfg, payload["world_model"])
         world_model.to(device).eval()
-        if world_model.cfg.place_content:  # derived from the tokenizer, not stored
+        if kind == "iris" and world_model.cfg.place_content:  # from the tokenizer, not stored
             world_model.set_place_content(tokenizer.token_patches())
     elif require_world_model:
         raise BundleError(f"{path}: holds a tokenizer only, no world model")
@@ -145,16 +171,19 @@ def load_bundle(
     )
 
 
-def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
+def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> AnyTokenizer:
     """A tokenizer from a bundle or from a tokenizer stage's Lightning checkpoint."""
     path = Path(path)
     payload = _read(path)
     if payload.get("format") == FORMAT:
         return load_bundle(path, device, require_world_model=False).tokenizer
-    hparams = payload.get("hyper_parameters", {})
-    if "model" not in hparams or "autoencoder" not in hparams["model"]:
+    model = payload.get("hyper_parameters", {}).get("model", {})
+    if "autoencoder" in model:
+        tokenizer = Tokenizer(TokenizerConfig(**model))
+    elif "context_channels" in model:
+        tokenizer = DeltaTokenizer(DeltaTokenizerConfig(**model))
+    else:
         raise BundleError(f"{path}: neither a bundle nor a tokenizer checkpoint")
-    tokenizer = Tokenizer(TokenizerConfig(**hparams["model"]))
     tokenizer.load_state_dict(submodule_state(payload["state_dict"], "tokenizer"))
     return tokenizer.to(device).eval()
 

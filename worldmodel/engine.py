@@ -20,89 +20,29 @@ forward (IRIS instead wipes its memory and restarts from the last frame alone, w
 forgets where the ball was going).
 """
 
-import threading
-import warnings
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
+from worldmodel.compiled import CompiledOrEager
+from worldmodel.frames import to_uint8_frames
 from worldmodel.models.tokenizer import Tokenizer
 from worldmodel.models.world_model import WorldModel
-
-
-class CompiledOrEager:
-    """`fn` through torch.compile (static shapes); if compiling fails, e.g. with no C++
-    compiler on the machine, warn once and call `fn` as it is from then on.
-
-    `background=True` compiles without making the caller wait (the play window shows at
-    once): the first call starts compiling in a thread, on copies of its arguments, and
-    calls run `fn` eagerly until the compiled graph is ready. Compiling is slow Python work
-    (20-60 s on 2 CPU cores), so the eager frames are slower until it is done."""
-
-    def __init__(self, fn: Callable[..., Any], compile: bool, background: bool = False) -> None:
-        self.fn = fn
-        self.compiled = torch.compile(fn, dynamic=False) if compile else None
-        self.background = background
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def ready(self) -> bool:
-        """Whether calls now go through the compiled graph."""
-        return self.compiled is not None and (not self.background or self._ready.is_set())
-
-    def _failed(self, error: Exception) -> None:
-        message = (str(error).strip().splitlines() or [""])[0]
-        warnings.warn(
-            f"torch.compile failed ({type(error).__name__}: {message}); running without "
-            "it (compile=false skips the attempt)",
-            stacklevel=3,
-        )
-        self.compiled = None
-
-    @property
-    def pending(self) -> bool:
-        """Whether a background compile is still under way."""
-        return self.compiled is not None and self.background and not self._ready.is_set()
-
-    def _compile_on(self, args: tuple) -> None:
-        try:
-            with torch.inference_mode():
-                self.compiled(*args)
-        except Exception as error:  # any failure leaves play uncompiled, never stuck
-            self._failed(error)
-        finally:
-            self._ready.set()
-
-    def __call__(self, *args: torch.Tensor) -> Any:
-        if self.compiled is None:
-            return self.fn(*args)
-        if self.background and not self._ready.is_set():
-            if self._thread is None:
-                copies = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
-                self._thread = threading.Thread(
-                    target=self._compile_on, args=(copies,), daemon=True
-                )
-                self._thread.start()
-            return self.fn(*args)
-        try:
-            return self.compiled(*args)
-        except torch._dynamo.exc.TorchDynamoException as error:  # Inductor/backend failures too
-            self._failed(error)
-            return self.fn(*args)
-
 
 # (1 / temperature, top_p) as 0-dim tensors (top_p None: no truncation, and no sort)
 Sampling = tuple[torch.Tensor, torch.Tensor | None]
 
 
-def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) float in [0, 1] -> (B, H, W, 3) uint8."""
-    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-
-
 class LearnedGame:
+    def __new__(cls, tokenizer: torch.nn.Module, world_model: torch.nn.Module, **options):
+        """A context-aware (Delta-IRIS) world model plays through DeltaGame, the same API."""
+        from worldmodel.delta_engine import DeltaGame  # it builds on this module
+        from worldmodel.models.delta_world_model import DeltaWorldModel
+
+        if cls is LearnedGame and isinstance(world_model, DeltaWorldModel):
+            cls = DeltaGame
+        return super().__new__(cls)
+
     def __init__(
         self,
         tokenizer: Tokenizer,
@@ -133,6 +73,7 @@ class LearnedGame:
             world_model.extend_and_sample, compile, compile_in_background
         )
         self._decode = CompiledOrEager(tokenizer.decode, compile, compile_in_background)
+        self._compiled_parts = [self._extend_and_sample, self._decode]
         self.cfg = world_model.cfg
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
@@ -155,12 +96,12 @@ class LearnedGame:
     @property
     def compiling(self) -> bool:
         """Whether torch.compile is still at work in the background (compile_in_background)."""
-        return self._extend_and_sample.pending or self._decode.pending
+        return any(part.pending for part in self._compiled_parts)
 
     @property
     def compiled(self) -> bool:
         """Whether generation runs the compiled graphs now."""
-        return self._extend_and_sample.ready and self._decode.ready
+        return all(part.ready for part in self._compiled_parts)
 
     @property
     def batch_size(self) -> int:
@@ -202,6 +143,14 @@ class LearnedGame:
         if len(greedy) != b:
             raise ValueError(f"greedy has {len(greedy)} flags for a batch of {b} games")
         return [not g and self.temperature > 0 for g in greedy]
+
+    def _sampling(self, sampling_games: list[bool]) -> Sampling:
+        """Tensors, so a new temperature (+/- in the app) does not recompile; once per frame."""
+        return (
+            torch.tensor(1.0 / self.temperature if self.temperature > 0 else 1.0),
+            # The nucleus never changes a greedy pick: no sort then.
+            torch.tensor(float(self.top_p)) if self.top_p < 1 and any(sampling_games) else None,
+        )
 
     def _gumbel(self, sampling: list[bool]) -> torch.Tensor:
         """The frame's sampling noise (B, K + 1, num_codes): row j picks the token after the
@@ -286,12 +235,7 @@ class LearnedGame:
             self._prefill()
         actions = actions.to(self.device).long().view(-1)
         sampling_games = self._sampling_games(len(actions))
-        # Tensors, so a new temperature (+/- in the app) does not recompile; once per frame.
-        sampling = (
-            torch.tensor(1.0 / self.temperature if self.temperature > 0 else 1.0),
-            # The nucleus never changes a greedy pick: no sort then.
-            torch.tensor(float(self.top_p)) if self.top_p < 1 and any(sampling_games) else None,
-        )
+        sampling = self._sampling(sampling_games)
         block = torch.cat([actions[:, None] + self.cfg.num_codes, self.frame_tokens[:, -1]], 1)
         speculate = self.speculative if self.speculative is not None else len(actions) == 1
         generate = self._speculative if speculate else self._sequential

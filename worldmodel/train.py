@@ -22,12 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from worldmodel.bundle import (
     BundleError,
+    kind_of,
     load_tokenizer,
     load_weights,
     load_world_model_state,
     save_bundle,
 )
 from worldmodel.envs import EnvSpec
+from worldmodel.models.delta_tokenizer import DeltaTokenizer
 from worldmodel.models.tokenizer import Tokenizer
 from worldmodel.tracking import finish_loggers
 
@@ -169,20 +171,27 @@ def warm_start(world_model: torch.nn.Module, path: str) -> None:
     log.info("world model initialised from %s", path)
 
 
+def is_delta(group: DictConfig) -> bool:
+    """Whether a tokenizer or world_model config group is the context-aware (Delta) design."""
+    return group.module.get("_target_", "").split(".")[-1].startswith("Delta")
+
+
 def check_before_work(cfg: DictConfig, spec: EnvSpec) -> None:
     """What would otherwise fail only once data collection or the Trainer is up."""
     meanings = spec.action_meanings()  # makes the env once: an unknown game id fails here
-    if cfg.tokenizer.module.get("_target_", "").endswith("DeltaTokenizerModule"):
-        if cfg.stage != "tokenizer":
-            raise ValueError(
-                "tokenizer=delta (context-aware tokens) trains its own stage only so far: add "
-                "stage=tokenizer (its world model is not built yet)"
-            )
-        if cfg.tokenizer.module.model.num_actions != len(meanings):
-            raise ValueError(
-                f"tokenizer.module.model.num_actions is {cfg.tokenizer.module.model.num_actions}"
-                f" but {spec.game_id} has {len(meanings)} actions"
-            )
+    delta_tokenizer, delta_world_model = is_delta(cfg.tokenizer), is_delta(cfg.world_model)
+    if cfg.stage == "all" and delta_tokenizer != delta_world_model:
+        raise ValueError(
+            "tokenizer and world model are of different designs: pair tokenizer=delta with "
+            "world_model=delta, or an IRIS tokenizer (tiny, iris) with world_model=tiny/iris"
+        )
+    if delta_tokenizer and cfg.tokenizer.module.model.num_actions != len(meanings):
+        raise ValueError(
+            f"tokenizer.module.model.num_actions is {cfg.tokenizer.module.model.num_actions}"
+            f" but {spec.game_id} has {len(meanings)} actions"
+        )
+    if delta_world_model and cfg.world_model.get("init_from"):
+        raise ValueError("world_model.init_from (a warm start) is for IRIS world models only")
     if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(
             "trainer=gpu (the default of +exp=pong) needs a CUDA GPU and none was found: add "
@@ -221,6 +230,11 @@ def run(cfg: DictConfig) -> float | None:
                 "stage=world_model needs tokenizer_ckpt=PATH (a tokenizer checkpoint or bundle)"
             )
         tokenizer = load_tokenizer(tokenizer_ckpt)
+        if is_delta(cfg.world_model) != isinstance(tokenizer, DeltaTokenizer):
+            raise ValueError(
+                f"{tokenizer_ckpt} holds a {kind_of(tokenizer)} tokenizer, which "
+                f"world_model={'delta' if is_delta(cfg.world_model) else 'tiny/iris'} cannot read"
+            )
         meanings = spec.action_meanings()
         module = instantiate(
             cfg.world_model.module, tokenizer=tokenizer, model={"num_actions": len(meanings)}
@@ -235,7 +249,9 @@ def run(cfg: DictConfig) -> float | None:
             spec,
             mode="segments",
             seq_len=cfg.world_model.seq_len,
-            tokenizer=tokenizer,
+            # IRIS tokens are cached with the data; Delta tokens depend on the frame before,
+            # so the module encodes its batches (on the training device).
+            tokenizer=None if is_delta(cfg.world_model) else tokenizer,
         )
         metric = trainer.callback_metrics.get("val/loss")
         if not trainer.is_global_zero:

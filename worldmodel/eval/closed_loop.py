@@ -70,9 +70,11 @@ class BallFollower:
 
 @dataclass
 class Game:
-    """One game as played: frames (T, h, w, 3) uint8 and the reward of arriving in each."""
+    """One game as played: frames (T, h, w, 3) uint8, and the action that led to each and the
+    reward of arriving in it (T,)."""
 
     frames: np.ndarray
+    actions: np.ndarray
     points: np.ndarray
 
     def __len__(self) -> int:
@@ -107,7 +109,7 @@ def play_real(
     env.close()
     recorded, actions, rewards = np.stack(recorded), np.array(actions), np.array(rewards)
     start = Start(recorded[warmup - context : warmup], actions[warmup - context + 1 : warmup])
-    return start, Game(recorded[warmup:], rewards[warmup:])
+    return start, Game(recorded[warmup:], actions[warmup:], rewards[warmup:])
 
 
 @torch.inference_mode()
@@ -137,14 +139,16 @@ def play_dream(
     actions = torch.from_numpy(start.actions).expand(n, -1)
     frames = game.reset(context, actions).cpu().numpy()
     controller = BallFollower(bundle.action_meanings, n, seed)
-    recorded, rewards = [], []
+    recorded, taken, rewards = [], [], []
     for _ in range(steps):
-        frame, reward, _ = game.step(torch.from_numpy(controller.act(frames)))
+        actions = controller.act(frames)
+        frame, reward, _ = game.step(torch.from_numpy(actions))
         frames = frame.cpu().numpy()
         recorded.append(frames)
+        taken.append(actions)
         rewards.append(reward.cpu().numpy())
-    recorded, rewards = np.stack(recorded, 1), np.stack(rewards, 1)
-    return [Game(recorded[i], rewards[i]) for i in range(n)]
+    recorded, taken, rewards = (np.stack(x, 1) for x in (recorded, taken, rewards))
+    return [Game(recorded[i], taken[i], rewards[i]) for i in range(n)]
 
 
 def game_stats(game: Game) -> dict[str, float]:
@@ -199,7 +203,18 @@ def closed_loop(
     stats = {
         "real": game_stats(real),
         # The floor the tokenizer sets: the real game's frames, encoded and decoded.
-        "real_tokenized": game_stats(Game(reconstruct(bundle.tokenizer, real.frames), real.points)),
+        "real_tokenized": game_stats(
+            Game(
+                reconstruct(
+                    bundle.tokenizer,
+                    np.concatenate([start.frames[-1:], real.frames[:-1]]),
+                    real.actions,
+                    real.frames,
+                ),
+                real.actions,
+                real.points,
+            )
+        ),
         "dream": sampled,
         "dream_mean": mean_stats(sampled),
         "dream_greedy": game_stats(games[-1]),

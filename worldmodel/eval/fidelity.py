@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from worldmodel.bundle import Bundle
+from worldmodel.bundle import AnyTokenizer, Bundle
 from worldmodel.data.episode import Episode
-from worldmodel.engine import LearnedGame, to_uint8_frames
+from worldmodel.engine import LearnedGame
 from worldmodel.eval.events import (
     MIN_MOVE_PX,
     SPAN,
@@ -26,7 +26,7 @@ from worldmodel.eval.events import (
     reversals,
 )
 from worldmodel.eval.pong_detector import PongObjects, detect
-from worldmodel.models.tokenizer import Tokenizer
+from worldmodel.frames import to_uint8_frames
 
 
 @dataclass
@@ -52,12 +52,21 @@ def pick_starts(episodes: list[Episode], context: int, horizon: int, n: int) -> 
 
 
 @torch.inference_mode()
-def reconstruct(tokenizer: Tokenizer, frames: np.ndarray) -> np.ndarray:
-    """The tokenizer's round trip of (N, h, w, 3) uint8 frames (the world model's ceiling)."""
+def reconstruct(
+    tokenizer: AnyTokenizer, previous: np.ndarray, actions: np.ndarray, frames: np.ndarray
+) -> np.ndarray:
+    """The tokenizer's round trip of (N, h, w, 3) uint8 frames, each given the real frame
+    before it and the action between (the world model's ceiling)."""
     device = tokenizer.quantizer.codebook.weight.device
-    chunks = torch.from_numpy(frames).to(device).split(256)
+    parts = [
+        torch.from_numpy(np.ascontiguousarray(a)).to(device).split(256)
+        for a in (previous, actions, frames)
+    ]
     return torch.cat(
-        [to_uint8_frames(tokenizer.decode(tokenizer.encode(c))).cpu() for c in chunks]
+        [
+            to_uint8_frames(tokenizer.round_trip(p, a, f)).cpu()
+            for p, a, f in zip(*parts, strict=True)
+        ]
     ).numpy()
 
 
@@ -101,7 +110,12 @@ def roll_out(
         imagined_rewards.append(reward.cpu().numpy())
 
     real = frames[:, context:]
-    reconstructed = reconstruct(bundle.tokenizer, real.reshape(-1, *real.shape[2:]))
+    reconstructed = reconstruct(
+        bundle.tokenizer,
+        frames[:, context - 1 : -1].reshape(-1, *real.shape[2:]),
+        actions[:, context - 1 : -1].reshape(-1),
+        real.reshape(-1, *real.shape[2:]),
+    )
     return Rollouts(
         real=real,
         imagined=np.stack(imagined, axis=1),

@@ -2,6 +2,7 @@
 revival across ranks, LPIPS weights kept out of checkpoints."""
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from PIL import Image
 
+from worldmodel.bundle import same_weights, submodule_state
 from worldmodel.models.quantizer import VectorQuantizer
 
 log = logging.getLogger(__name__)
@@ -116,3 +118,55 @@ class FrozenPerceptualWeights:
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         frozen = {k: v for k, v in super().state_dict().items() if k.startswith("perceptual.")}
         return super().load_state_dict({**frozen, **state_dict}, strict=strict, assign=assign)
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, floor: float, warmup_steps: int = 0
+) -> dict:
+    """Lightning's scheduler entry: the learning rate rises linearly over `warmup_steps`, then
+    falls along a cosine to `floor` x at `total_steps` and stays there."""
+    total = max(total_steps, 1)
+
+    def scale(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        done = min(step - warmup_steps, total) / max(total - warmup_steps, 1)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
+    return {"scheduler": schedule, "interval": "step"}
+
+
+def check_same_tokenizer(checkpoint: dict, tokenizer: torch.nn.Module) -> None:
+    """Resuming a world-model stage would load the checkpoint's tokenizer over the one given
+    (whose tokens the data may already hold): refuse a checkpoint with another tokenizer."""
+    saved = submodule_state(checkpoint["state_dict"], "tokenizer")
+    if not same_weights(saved, tokenizer.state_dict()):
+        raise ValueError(
+            "the world-model checkpoint being resumed was trained on a different tokenizer "
+            "than tokenizer_ckpt; to start from its weights on new tokens use "
+            "world_model.init_from=CKPT (a fresh optimizer and step count) instead of ckpt_path"
+        )
+
+
+@torch.no_grad()
+def log_rollout(module: L.LightningModule, batch: dict, context: int, horizon: int) -> None:
+    """Imagined frames under the real ones, for the same recorded actions (up to 4 segments
+    without padding), from the module's `tokenizer` and `world_model`."""
+    from worldmodel.engine import LearnedGame  # the engine imports the models, not Lightning
+
+    whole = batch["mask"].all(dim=1)
+    frames, actions = batch["frames"][whole][:4], batch["actions"][whole][:4]
+    horizon = min(horizon, frames.shape[1] - context)
+    if horizon <= 0 or len(frames) == 0:
+        return
+    game = LearnedGame(module.tokenizer, module.world_model, temperature=1.0, seed=0)
+    game.reset(frames[:, :context], actions[:, : context - 1])
+    imagined = [game.step(actions[:, context - 1 + t])[0] for t in range(horizon)]
+    real = frames[:, context : context + horizon]
+    rows = []
+    for i in range(len(frames)):
+        rows.append(np.concatenate(list(real[i].cpu().numpy()), axis=1))
+        rows.append(np.concatenate([f[i].cpu().numpy() for f in imagined], axis=1))
+    log_image(module.loggers, "val/imagined_vs_real", np.concatenate(rows), module.global_step)
+    module.world_model.train(module.training)

@@ -10,13 +10,13 @@ previous frame up to `context_gap` steps back, where the paddles and ball have m
 so the decoder cannot draw the frame without the tokens; the dream only ever asks for gap 1.
 """
 
-import math
 from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
 import torch
 
+from worldmodel.frames import to_float_frames
 from worldmodel.lit.common import (
     FrozenPerceptualWeights,
     Throughput,
@@ -25,6 +25,7 @@ from worldmodel.lit.common import (
     psnr,
     revive_and_sync_codes,
     to_uint8_image,
+    warmup_cosine,
 )
 from worldmodel.lit.tokenizer_module import QuantizerLossWeights
 from worldmodel.models.delta_tokenizer import (
@@ -34,7 +35,6 @@ from worldmodel.models.delta_tokenizer import (
 )
 from worldmodel.models.perceptual import PerceptualLoss
 from worldmodel.models.quantizer import codebook_stats
-from worldmodel.models.tokenizer import to_float_frames
 
 
 @dataclass
@@ -213,10 +213,5 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         optimizer = torch.optim.AdamW(
             self.tokenizer.parameters(), lr=self.lr, weight_decay=self.weight_decay
         )
-        total, floor = max(self.trainer.max_steps, 1), self.lr_floor
-
-        def scale(step: int) -> float:
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        schedule = warmup_cosine(optimizer, self.trainer.max_steps, self.lr_floor)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worldmodel.frames import to_float_frames
 from worldmodel.lit.common import (
     FrozenPerceptualWeights,
     Throughput,
@@ -18,7 +19,7 @@ from worldmodel.lit.common import (
 )
 from worldmodel.models.perceptual import PerceptualLoss
 from worldmodel.models.quantizer import codebook_stats, count_stats
-from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig, to_float_frames
+from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig
 
 
 @dataclass

@@ -1,13 +1,15 @@
 """Trains the GPT world model on tokens of a frozen tokenizer."""
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldmodel.bundle import same_weights, submodule_state
-from worldmodel.engine import LearnedGame
-from worldmodel.lit.common import Throughput, log_image, losses_are_finite
+from worldmodel.lit.common import (
+    Throughput,
+    check_same_tokenizer,
+    log_rollout,
+    losses_are_finite,
+)
 from worldmodel.models.tokenizer import Tokenizer
 from worldmodel.models.world_model import WorldModel, WorldModelConfig
 
@@ -153,7 +155,7 @@ class WorldModelModule(L.LightningModule):
             self._counts[name] += predictions[f"{name}_counts"]
         self._changed_counts += predictions["changed_counts"]
         if batch_idx == 0 and self._val_runs % self.media_every_n_val == 0:
-            self._log_rollout(batch)
+            log_rollout(self, batch, self.rollout_context, self.rollout_horizon)
 
     def on_validation_epoch_end(self) -> None:
         self._val_runs += 1
@@ -163,40 +165,8 @@ class WorldModelModule(L.LightningModule):
         hits, changed = self._changed_counts
         self.log("val/changed_token_accuracy", hits / changed.clamp_min(1))
 
-    @torch.no_grad()
-    def _log_rollout(self, batch: dict) -> None:
-        """Imagined frames next to the real ones, for the same recorded actions."""
-        c, horizon = self.rollout_context, self.rollout_horizon
-        whole = batch["mask"].all(dim=1)  # segments without padding at the end
-        frames, actions = batch["frames"][whole][:4], batch["actions"][whole][:4]
-        horizon = min(horizon, frames.shape[1] - c)
-        if horizon <= 0 or len(frames) == 0:
-            return
-        game = LearnedGame(self.tokenizer, self.world_model, temperature=1.0, seed=0)
-        game.reset(frames[:, :c], actions[:, : c - 1])
-        imagined = [game.step(actions[:, c - 1 + t])[0] for t in range(horizon)]
-        real = frames[:, c : c + horizon]
-        rows = []
-        for i in range(len(frames)):
-            rows.append(np.concatenate(list(real[i].cpu().numpy()), axis=1))
-            rows.append(np.concatenate([f[i].cpu().numpy() for f in imagined], axis=1))
-        log_image(
-            self.loggers, "val/imagined_vs_real", np.concatenate(rows, axis=0), self.global_step
-        )
-        self.world_model.train(self.training)
-
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Resuming would load the checkpoint's tokenizer over the one given (whose tokens
-        the data pipeline already caches): refuse a checkpoint with a different tokenizer.
-        (A resumed run also keeps its checkpoint's learning-rate schedule; `init_from`
-        starts a new one.)"""
-        saved = submodule_state(checkpoint["state_dict"], "tokenizer")
-        if not same_weights(saved, self.tokenizer.state_dict()):
-            raise ValueError(
-                "the world-model checkpoint being resumed was trained on a different tokenizer "
-                "than tokenizer_ckpt; to start from its weights on new tokens use "
-                "world_model.init_from=CKPT (a fresh optimizer and step count) instead of ckpt_path"
-            )
+        check_same_tokenizer(checkpoint, self.tokenizer)  # (init_from starts a new schedule)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from worldmodel.frames import to_float_frames
 from worldmodel.models.autoencoder import AutoencoderConfig, ResBlock, norm
 from worldmodel.models.quantizer import QuantizerOutput, VectorQuantizer
-from worldmodel.models.tokenizer import TokenizerOutput, to_float_frames
+from worldmodel.models.tokenizer import TokenizerOutput
 
 
 @dataclass
@@ -195,6 +196,13 @@ class DeltaTokenizer(nn.Module):
         """Tokens (B, K) -> frames (B, 3, H, W) in [0, 1]."""
         z_q = self.quantizer.lookup(tokens, (1, self.cfg.tokens_per_frame))
         return self._draw(previous, actions, z_q).clamp(0, 1)
+
+    @torch.no_grad()
+    def round_trip(
+        self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
+    ) -> torch.Tensor:
+        """Frames encoded and decoded, each given the real frame before it -> (B, 3, H, W)."""
+        return self.decode(previous, actions, self.encode(previous, actions, frames))
 
 
 def shuffled_token_ratio(

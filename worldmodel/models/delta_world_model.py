@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldmodel.frames import to_float_frames
 from worldmodel.models.delta_tokenizer import DeltaTokenizerConfig, conv_stack
-from worldmodel.models.tokenizer import to_float_frames
 from worldmodel.models.transformer import KVCache, Transformer, TransformerConfig, init_gpt2_weights
-from worldmodel.models.world_model import head
+from worldmodel.models.world_model import gumbel_pick, head
 
 
 @dataclass
@@ -109,20 +109,26 @@ class DeltaWorldModel(nn.Module):
         x = to_float_frames(frames.flatten(0, len(lead) - 1) if lead else frames[None])
         return self.frame_cnn(x * 2 - 1).view(*lead, -1)
 
-    def blocks(
-        self, frames: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
+    def sequence(
+        self, frame_embeddings: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
     ) -> torch.Tensor:
-        """Frames (B, T, ...), actions (B, T), the next frames' tokens (B, T, K) -> the input
-        sequence (B, T * L, D), block after block."""
+        """Frame embeddings (B, T, D), actions (B, T), the next frames' tokens (B, T, K) ->
+        the input sequence (B, T * L, D), block after block."""
         x = torch.cat(
             [
-                self.embed_frames(frames)[:, :, None],
+                frame_embeddings[:, :, None],
                 self.action_embed(actions)[:, :, None],
                 self.token_embed(tokens),
             ],
             dim=2,
         )
         return x.flatten(1, 2)
+
+    def blocks(
+        self, frames: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """sequence() of frames (B, T, ...) rather than their embeddings."""
+        return self.sequence(self.embed_frames(frames), actions, tokens)
 
     def heads(self, hidden: torch.Tensor) -> DeltaWorldModelOutput:
         """hidden (B, T * L, D) of whole blocks -> the predictions of every block."""
@@ -173,6 +179,20 @@ class DeltaWorldModel(nn.Module):
         """Generation: input embeddings (B, T, D) after `position` cached ones -> hidden
         (B, T, D) and their keys/values (see Transformer.extend)."""
         return self.transformer.extend(x, position, kv)
+
+    def extend_and_sample(
+        self,
+        x: torch.Tensor,
+        position: torch.Tensor,
+        kv: torch.Tensor,
+        inv_temperature: torch.Tensor,
+        top_p: torch.Tensor | None,
+        gumbel: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """extend() that also picks the token each input predicts (gumbel_pick, with `gumbel`
+        (B, T, num_codes)). Returns hidden (B, T, D), tokens (B, T), keys/values."""
+        h, new_kv = self.extend(x, position, kv)
+        return h, gumbel_pick(self.token_head(h), inv_temperature, top_p, gumbel), new_kv
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         """Weight decay on the matrices of linear and conv layers only."""

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from worldmodel.frames import to_float_frames
 from worldmodel.models.autoencoder import AutoencoderConfig, Decoder, Encoder
 from worldmodel.models.quantizer import QuantizerOutput, VectorQuantizer
 
@@ -31,13 +32,6 @@ class TokenizerConfig:
     @property
     def tokens_per_frame(self) -> int:
         return self.autoencoder.latent_resolution**2
-
-
-def to_float_frames(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., H, W, 3) or float (..., 3, H, W) in [0, 1] -> float (..., 3, H, W) in [0, 1]."""
-    if frames.dtype == torch.uint8:
-        return frames.movedim(-1, -3).float() / 255.0
-    return frames
 
 
 @dataclass
@@ -105,6 +99,14 @@ class Tokenizer(nn.Module):
         """Tokens (B, K) -> frames (B, 3, H, W) float in [0, 1]."""
         z_q = self.quantizer.lookup(tokens, self.latent_shape)
         return self._draw(z_q).clamp(0, 1)
+
+    @torch.no_grad()
+    def round_trip(
+        self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
+    ) -> torch.Tensor:
+        """decode(encode(frames)); the frame before and the action between (which the
+        context-aware tokenizer takes) make no difference to these tokens."""
+        return self.decode(self.encode(frames))
 
     @torch.no_grad()
     def decode_unquantized(self, frames: torch.Tensor) -> torch.Tensor:

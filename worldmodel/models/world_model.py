@@ -28,6 +28,22 @@ def nucleus(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
 
+def gumbel_pick(
+    logits: torch.Tensor,
+    inv_temperature: torch.Tensor,
+    top_p: torch.Tensor | None,
+    gumbel: torch.Tensor,
+) -> torch.Tensor:
+    """Gumbel-max: the argmax of logits / temperature + `gumbel` noise (same shape) is a sample
+    of softmax(logits / temperature), restricted to its `top_p` nucleus unless that is None;
+    with zero noise, the greedy token. Fixed noise makes a sample repeatable (up to float
+    rounding) however the tokens are batched (see LearnedGame's speculative schedule)."""
+    logits = logits * inv_temperature
+    if top_p is not None:
+        logits = nucleus(logits, top_p)
+    return (logits + gumbel).argmax(-1)
+
+
 # (K * num_codes, r) input and (K, num_codes, r) output place vectors, or None without them
 PlaceTables = tuple[torch.Tensor, torch.Tensor] | None
 
@@ -218,18 +234,11 @@ class WorldModel(nn.Module):
         top_p: torch.Tensor | None,
         gumbel: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """extend() that also picks each position's next token by Gumbel-max: the argmax of
-        logits / temperature + `gumbel` (B, T, num_codes) noise is a sample of
-        softmax(logits / temperature), restricted to its `top_p` nucleus unless that is None,
-        and with zero noise the greedy token. Inside the compiled graph this costs next to
-        nothing, and fixed noise makes a sample repeatable (up to float rounding) however the
-        tokens are batched (see LearnedGame's speculative schedule).
+        """extend() that also picks each position's next token (gumbel_pick, with `gumbel`
+        (B, T, num_codes); inside the compiled graph it costs next to nothing).
         Returns hidden (B, T, D), tokens (B, T), keys/values."""
         h, logits, new_kv = self.extend(tokens, position, kv, places)
-        logits = logits * inv_temperature
-        if top_p is not None:
-            logits = nucleus(logits, top_p)
-        return h, (logits + gumbel).argmax(-1), new_kv
+        return h, gumbel_pick(logits, inv_temperature, top_p, gumbel), new_kv
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> WorldModelOutput:
         start = 0 if cache is None else cache.length  # before hidden() advances the cache

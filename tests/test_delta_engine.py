@@ -1,0 +1,104 @@
+"""The learned game over context-aware tokens: the same API as IRIS's, its cached generation
+is what the whole-sequence model says, the window slides past the context, and the frame it
+draws comes from the one before."""
+
+import pytest
+import torch
+
+from worldmodel.bundle import load_bundle, save_bundle
+from worldmodel.delta_engine import DeltaGame
+from worldmodel.engine import LearnedGame
+from worldmodel.envs.atari import EnvSpec
+from worldmodel.models.delta_tokenizer import DeltaTokenizer, DeltaTokenizerConfig
+from worldmodel.models.delta_world_model import DeltaWorldModel, DeltaWorldModelConfig
+
+TOKENIZER = dict(channels=8, latent_channels=16, num_codes=32, code_dim=8, context_channels=4)
+WORLD_MODEL = dict(num_codes=32, max_frames=4, n_layers=2, n_heads=2, d_model=32, frame_channels=4)
+
+
+def models(seed: int = 0) -> tuple[DeltaTokenizer, DeltaWorldModel]:
+    torch.manual_seed(seed)
+    tokenizer = DeltaTokenizer(DeltaTokenizerConfig(**TOKENIZER)).eval()
+    return tokenizer, DeltaWorldModel(DeltaWorldModelConfig(**WORLD_MODEL)).eval()
+
+
+def context(b: int = 2, c: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 256, (b, c, 64, 64, 3), dtype=torch.uint8, generator=g)
+    return frames, torch.randint(0, 6, (b, c - 1), generator=g)
+
+
+def whole_sequence_tokens(game: DeltaGame) -> torch.Tensor:
+    """The greedy tokens of the game's last step, as the model says them over its whole
+    context at once (no cache): what cached generation must reproduce."""
+    wm = game.world_model
+    sequence = wm.sequence(game.embeddings[:, :-1], game.actions, game.tokens)
+    return wm.heads(wm.transformer(sequence)).token_logits[:, -1].argmax(-1)
+
+
+def test_learned_game_plays_a_delta_world_model_with_the_same_api():
+    game = LearnedGame(*models(), seed=0)
+    assert isinstance(game, DeltaGame)
+    frames, actions = context()
+    shown = game.reset(frames, actions)
+    assert torch.equal(shown, frames[:, -1])  # the real last frame, as the decoder gets it
+    frame, reward, end = game.step(torch.tensor([0, 3]))
+    assert frame.shape == (2, 64, 64, 3) and frame.dtype == torch.uint8
+    assert reward.shape == (2,) and end.dtype == torch.bool
+    assert game.forwards == 1 + 4  # the context in one forward, then K a step
+
+
+def test_cached_greedy_generation_is_what_the_whole_sequence_says_past_the_window():
+    game = LearnedGame(*models(), greedy=True, keep_frames=2)
+    game.reset(*context())
+    lengths = []
+    with torch.no_grad():
+        for t in range(7):  # max_frames 4: the window slides twice
+            game.step(torch.tensor([t % 6, (t + 1) % 6]))
+            lengths.append(game.embeddings.shape[1])
+            assert torch.equal(game.tokens[:, -1], whole_sequence_tokens(game)), t
+    # max_frames whole steps and the newest frame; after a slide the 2 kept and the new one
+    assert max(lengths) == 5 and min(lengths) == 3 and lengths.count(3) == 2
+
+
+def test_an_episode_starts_from_one_frame_without_actions():
+    game = LearnedGame(*models(), seed=0)
+    frames, _ = context(c=1)
+    game.reset(frames[:, 0])
+    assert game.step(torch.tensor([1, 2]))[0].shape == (2, 64, 64, 3)
+
+
+def test_the_drawn_frame_depends_on_the_frame_before_it():
+    tokenizer, world_model = models()
+    frames, actions = context()
+    drawn = []
+    for last in (frames[:, -1], 255 - frames[:, -1]):
+        game = LearnedGame(tokenizer, world_model, greedy=True)
+        game.reset(torch.cat([frames[:, :-1], last[:, None]], 1), actions)
+        drawn.append(game.step(torch.tensor([0, 0]))[0])
+    assert not torch.equal(*drawn)
+
+
+def test_seeded_sampling_repeats_and_speculation_is_refused():
+    runs = []
+    for _ in range(2):
+        game = LearnedGame(*models(), seed=7, temperature=1.0)
+        game.reset(*context())
+        runs.append(torch.stack([game.step(torch.tensor([2, 4]))[0] for _ in range(3)]))
+    assert torch.equal(*runs)
+    with pytest.raises(ValueError, match="speculative"):
+        LearnedGame(*models(), speculative=True)
+
+
+def test_a_delta_bundle_records_its_kind_and_plays_after_loading(tmp_path):
+    tokenizer, world_model = models()
+    path = save_bundle(tmp_path / "b.ckpt", tokenizer, world_model, EnvSpec(), ("NOOP",) * 6)
+    bundle = load_bundle(path)
+    assert bundle.kind == "delta" and isinstance(bundle.world_model, DeltaWorldModel)
+    frames, actions = context()
+    shown = []
+    for tok, wm in ((tokenizer, world_model), (bundle.tokenizer, bundle.world_model)):
+        game = LearnedGame(tok, wm, greedy=True)
+        game.reset(frames, actions)
+        shown.append(game.step(torch.tensor([1, 1]))[0])
+    assert torch.equal(*shown)

@@ -1,0 +1,16 @@
+"""The two forms a frame takes: uint8 (..., H, W, 3) as the emulator and the screen have it,
+and float (..., 3, H, W) in [0, 1] as the networks take it."""
+
+import torch
+
+
+def to_float_frames(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) or float (..., 3, H, W) in [0, 1] -> float (..., 3, H, W) in [0, 1]."""
+    if frames.dtype == torch.uint8:
+        return frames.movedim(-1, -3).float() / 255.0
+    return frames
+
+
+def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
+    """float (..., 3, H, W) in [0, 1] (clamped) -> uint8 (..., H, W, 3)."""
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1)
