@@ -49,8 +49,8 @@ def test_bad_files_give_one_clear_line(tmp_path, smoke_run):
 
     # The tokenizer stage's checkpoint is a valid source of a tokenizer, though.
     tokenizer = load_tokenizer(smoke_run / "tokenizer" / "checkpoints" / "last.ckpt")
-    frames = torch.zeros(2, 64, 64, 3, dtype=torch.uint8)
-    assert tokenizer.encode(frames).shape == (2, 16)
+    frames, actions = torch.zeros(2, 64, 64, 3, dtype=torch.uint8), torch.zeros(2).long()
+    assert tokenizer.encode(frames, actions, frames).shape == (2, 4)
 
 
 def test_a_world_model_with_content_place_vectors_loads_its_content_from_the_tokenizer(tmp_path):

@@ -9,7 +9,9 @@ import sys
 import pytest
 import torch
 
-from worldmodel.lit.delta_tokenizer_module import consecutive_pairs, cut_pairs
+from worldmodel.frames import to_uint8_frames
+from worldmodel.lit.delta_tokenizer_module import consecutive_pairs, cut_pairs, own_drawings
+from worldmodel.models.delta_tokenizer import DeltaTokenizer, DeltaTokenizerConfig
 
 from .cli import run_module
 
@@ -29,6 +31,8 @@ TINY_RUN = [
     "tokenizer.module.model.num_codes=32",
     "tokenizer.module.model.code_dim=8",
     "tokenizer.module.context_gap=3",
+    "tokenizer.module.own_drawing_steps=2",
+    "tokenizer.module.own_drawing_probability=0.5",
     "tokenizer.batch_size=8",
     "tokenizer.max_steps=12",
     "trainer.val_check_interval=6",
@@ -49,7 +53,8 @@ def segments(mask: list[list[bool]]) -> dict:
 
 def test_pairs_take_the_gap_the_segment_allows_and_the_action_before_the_frame():
     batch = segments([[True] * 4, [True, True, False, False], [True, False, False, False]])
-    pairs = cut_pairs(batch, torch.tensor([3, 3, 2]))
+    pairs, rows, starts = cut_pairs(batch, torch.tensor([3, 3, 2]))
+    assert rows.tolist() == [0, 1] and starts.tolist() == [0, 0]
     # Segment 0: frame 3 after frame 0; segment 1 ends after frame 1 (gap shrinks to 1);
     # segment 2 has no second frame and is left out.
     assert pairs.previous[:, 0, 0, 0].tolist() == [0, 10]
@@ -59,6 +64,37 @@ def test_pairs_take_the_gap_the_segment_allows_and_the_action_before_the_frame()
     assert steps.previous[:, 0, 0, 0].tolist() == [0, 1, 2, 10]
     assert steps.frames[:, 0, 0, 0].tolist() == [1, 2, 3, 11]
     assert steps.actions.tolist() == [100, 101, 102, 110]
+
+
+def test_a_pair_may_start_later_in_the_segment_to_leave_room_for_own_drawings():
+    batch = segments([[True] * 5, [True, True, True, False, False]])
+    pairs, rows, starts = cut_pairs(batch, torch.tensor([2, 2]), torch.tensor([2, 2]))
+    # Segment 1 has frames 0-2: its start shrinks to 1 and its gap to 1.
+    assert starts.tolist() == [2, 1] and rows.tolist() == [0, 1]
+    assert pairs.previous[:, 0, 0, 0].tolist() == [2, 11]
+    assert pairs.frames[:, 0, 0, 0].tolist() == [4, 12]
+    assert pairs.actions.tolist() == [103, 111]
+
+
+def test_own_drawings_chain_each_drawing_from_the_one_before():
+    torch.manual_seed(0)
+    tokenizer = DeltaTokenizer(
+        DeltaTokenizerConfig(channels=4, latent_channels=8, context_channels=4, num_codes=32)
+    ).eval()
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (3, 3, 64, 64, 3), dtype=torch.uint8, generator=g)
+    actions = torch.randint(0, 6, (3, 3), generator=g)
+    drawn = own_drawings(tokenizer, frames, actions, torch.tensor([0, 1, 2]))
+    assert torch.equal(drawn[0], frames[0, 0])  # no chain: the real frame
+    one = to_uint8_frames(tokenizer.round_trip(frames[1:, 0], actions[1:, 0], frames[1:, 1]))
+    assert torch.equal(drawn[1], one[0])
+
+    def close(a: torch.Tensor, b: torch.Tensor) -> bool:  # up to float rounding
+        return bool((a.int() - b.int()).abs().max() <= 1)
+
+    two = to_uint8_frames(tokenizer.round_trip(one[1:], actions[2:, 1], frames[2:, 2]))
+    from_real = to_uint8_frames(tokenizer.round_trip(frames[2:, 1], actions[2:, 1], frames[2:, 2]))
+    assert close(drawn[2], two[0]) and not close(drawn[2], from_real[0])
 
 
 def test_the_delta_tokenizer_stage_trains_and_logs_whether_its_tokens_are_used(tmp_path):
@@ -101,7 +137,12 @@ def test_the_delta_tokenizer_stage_trains_and_logs_whether_its_tokens_are_used(t
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("stage=all", "stage=tokenizer"), ("tokenizer.module.model.num_actions=4", "6 actions")],
+    [
+        ("stage=all", "different designs"),  # a Delta tokenizer, the IRIS world model
+        ("tokenizer.module.model.num_actions=4", "6 actions"),
+        ("tokenizer.module.own_drawing_probability=2", "own_drawing_probability"),
+        ("tokenizer.module.own_drawing_steps=-1", "own_drawing_steps"),
+    ],
 )
 def test_delta_settings_that_cannot_work_are_one_line_before_any_work(tmp_path, override, message):
     args = [a for a in TINY_RUN if not a.startswith("stage=")]

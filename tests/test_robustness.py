@@ -16,7 +16,7 @@ from worldmodel.lit.tokenizer_module import TokenizerModule
 from .cli import assert_ok, run_module
 from .test_tokenizer import TINY
 
-SMOKE_TOKENIZER = ["+exp=smoke", "stage=tokenizer"]
+SMOKE_TOKENIZER = ["+exp=smoke_iris", "stage=tokenizer"]
 TRAIN = [sys.executable, "-m", "worldmodel.train", *SMOKE_TOKENIZER]
 
 

@@ -25,26 +25,36 @@ CODEBOOK = "tokenizer.quantizer.codebook.weight"
 IDLE = "tokenizer.quantizer.idle_steps"
 
 
-def test_smoke_experiment_trains_both_stages_and_writes_a_bundle(smoke_run):
-    bundle_path = smoke_run / "bundle.ckpt"
+@pytest.mark.parametrize(
+    ("run", "kind", "token_metrics"),
+    [
+        ("smoke_run", "delta", {"val/shuffled_token_ratio", "val/codebook_usage"}),
+        ("smoke_iris_run", "iris", {"val/codebook_usage", "val/token_id_usage"}),
+    ],
+)
+def test_smoke_experiment_trains_both_stages_and_writes_a_bundle(request, run, kind, token_metrics):
+    root = request.getfixturevalue(run)
+    bundle_path = root / "bundle.ckpt"
     payload = torch.load(bundle_path, weights_only=True)  # plain tensors and dicts only
-    assert payload["format"] == "worldmodel-bundle"
+    assert payload["format"] == "worldmodel-bundle" and payload["kind"] == kind
     bundle = load_bundle(bundle_path)
-    assert bundle.spec.game_id == "ALE/Pong-v5"
+    assert bundle.kind == kind and bundle.spec.game_id == "ALE/Pong-v5"
     assert bundle.action_meanings[:2] == ("NOOP", "FIRE")
     assert "tokenizer" in bundle.train_config
     for stage in ("tokenizer", "world_model"):
-        assert (smoke_run / stage / "checkpoints" / "last.ckpt").exists()
-        assert (smoke_run / stage / "version_0" / "metrics.csv").exists()
-    header = (smoke_run / "tokenizer/version_0/metrics.csv").read_text().splitlines()[0]
-    assert {"val/codebook_usage", "val/token_id_usage", "train/token_id_usage"} <= set(
-        header.split(",")
-    )
-    media = {p.name.split("_0")[0] for p in smoke_run.rglob("media/*.png")}
+        assert (root / stage / "checkpoints" / "last.ckpt").exists()
+        assert (root / stage / "version_0" / "metrics.csv").exists()
+    header = (root / "tokenizer/version_0/metrics.csv").read_text().splitlines()[0]
+    assert token_metrics <= set(header.split(","))
+    world_model = (root / "world_model/version_0/metrics.csv").read_text().splitlines()[0]
+    assert {"val/loss", "val/reward_recall"} <= set(world_model.split(","))
+    media = {p.name.split("_0")[0] for p in root.rglob("media/*.png")}
     assert {"val_reconstructions", "val_imagined_vs_real"} <= media
 
 
-@pytest.mark.parametrize("exp", ["smoke", "pong_tiny", "pong"])
+@pytest.mark.parametrize(
+    "exp", ["smoke", "smoke_iris", "pong_tiny", "pong_tiny_iris", "pong", "pong_iris"]
+)
 def test_experiment_configs_compose_and_build(exp):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"+exp={exp}", "paths.root=.", "paths.output_dir=."])
@@ -60,7 +70,7 @@ def test_hard_example_picking_brings_a_pool_per_batch_and_validates_on_plain_bat
         cfg = compose(
             "train",
             overrides=[
-                "+exp=smoke",
+                "+exp=smoke_iris",
                 "tokenizer.hard_example_pool=3",
                 f"paths.root={tmp_path}",
                 f"paths.output_dir={tmp_path}",
@@ -100,10 +110,13 @@ def test_the_gpu_recipe_on_a_machine_without_one_says_what_to_run_instead(tmp_pa
 
 
 def test_world_model_warm_starts_from_a_bundle_but_resumes_only_on_its_own_tokens(
-    smoke_run, tmp_path
+    smoke_iris_run, tmp_path
 ):
-    bundle, wm_ckpt = smoke_run / "bundle.ckpt", smoke_run / "world_model/checkpoints/last.ckpt"
-    stage = ["+exp=smoke", "stage=world_model", f"paths.data_dir={smoke_run / 'data'}"]
+    bundle, wm_ckpt = (
+        smoke_iris_run / "bundle.ckpt",
+        smoke_iris_run / "world_model/checkpoints/last.ckpt",
+    )
+    stage = ["+exp=smoke_iris", "stage=world_model", f"paths.data_dir={smoke_iris_run / 'data'}"]
 
     # init_from: the smoke run's weights, unchanged by two steps at learning rate 0.
     warm = run_module(
@@ -137,7 +150,7 @@ def test_world_model_warm_starts_from_a_bundle_but_resumes_only_on_its_own_token
     same = run_module(
         "worldmodel.train",
         *resume,
-        f"tokenizer_ckpt={smoke_run / 'tokenizer/checkpoints/last.ckpt'}",
+        f"tokenizer_ckpt={smoke_iris_run / 'tokenizer/checkpoints/last.ckpt'}",
         f"hydra.run.dir={tmp_path / 'same'}",
     )
     assert_ok(same)
@@ -160,15 +173,17 @@ def test_world_model_warm_starts_from_a_bundle_but_resumes_only_on_its_own_token
     assert "world_model.init_from" in refused.stderr
 
 
-def test_tokenizer_warm_starts_from_a_bundle_and_trains_on_picked_hard_frames(smoke_run, tmp_path):
-    bundle = smoke_run / "bundle.ckpt"
+def test_tokenizer_warm_starts_from_a_bundle_and_trains_on_picked_hard_frames(
+    smoke_iris_run, tmp_path
+):
+    bundle = smoke_iris_run / "bundle.ckpt"
     # The bundle's weights, unchanged by two steps at learning rate 0 (no code revived), on
     # batches picked from twice as many frames.
     warm = run_module(
         "worldmodel.train",
-        "+exp=smoke",
+        "+exp=smoke_iris",
         "stage=tokenizer",
-        f"paths.data_dir={smoke_run / 'data'}",
+        f"paths.data_dir={smoke_iris_run / 'data'}",
         f"tokenizer.init_from={bundle}",
         "tokenizer.module.lr=0.0",
         "tokenizer.module.model.revive_dead_codes=false",
@@ -183,9 +198,9 @@ def test_tokenizer_warm_starts_from_a_bundle_and_trains_on_picked_hard_frames(sm
     # A tokenizer of other sizes: a clear error naming what does not fit.
     wrong = run_module(
         "worldmodel.train",
-        "+exp=smoke",
+        "+exp=smoke_iris",
         "stage=tokenizer",
-        f"paths.data_dir={smoke_run / 'data'}",
+        f"paths.data_dir={smoke_iris_run / 'data'}",
         f"tokenizer.init_from={bundle}",
         "tokenizer.module.model.code_dim=8",
         f"hydra.run.dir={tmp_path / 'wrong'}",
@@ -195,9 +210,9 @@ def test_tokenizer_warm_starts_from_a_bundle_and_trains_on_picked_hard_frames(sm
 
 
 def test_a_tokenizer_split_into_a_codebook_per_position_keeps_its_tokens_and_trains_on(
-    smoke_run, tmp_path
+    smoke_iris_run, tmp_path
 ):
-    trained = smoke_run / "tokenizer/checkpoints/last.ckpt"
+    trained = smoke_iris_run / "tokenizer/checkpoints/last.ckpt"
     split = tmp_path / "split.ckpt"
     run_experiment("expand_codebook.py", trained, "--per-position", "--out", split)
     before, after = load_tokenizer(trained), load_tokenizer(split)
@@ -209,9 +224,9 @@ def test_a_tokenizer_split_into_a_codebook_per_position_keeps_its_tokens_and_tra
 
     resumed = run_module(
         "worldmodel.train",
-        "+exp=smoke",
+        "+exp=smoke_iris",
         "stage=tokenizer",
-        f"paths.data_dir={smoke_run / 'data'}",
+        f"paths.data_dir={smoke_iris_run / 'data'}",
         f"ckpt_path={split}",
         "tokenizer.module.model.codebook_per_position=true",
         "tokenizer.max_steps=14",
@@ -223,8 +238,8 @@ def test_a_tokenizer_split_into_a_codebook_per_position_keeps_its_tokens_and_tra
     assert last["state_dict"]["tokenizer.quantizer.codebook.weight"].shape == (16 * 64, 16)
 
 
-def test_token_ids_renamed_by_training_are_aligned_back_to_the_old_ones(smoke_run, tmp_path):
-    trained = smoke_run / "tokenizer/checkpoints/last.ckpt"
+def test_token_ids_renamed_by_training_are_aligned_back_to_the_old_ones(smoke_iris_run, tmp_path):
+    trained = smoke_iris_run / "tokenizer/checkpoints/last.ckpt"
     split, renamed, aligned = (tmp_path / f"{n}.ckpt" for n in ("split", "renamed", "aligned"))
     run_experiment("expand_codebook.py", trained, "--per-position", "--out", split)
     # What further training does to the names: each position's codes, in another order
@@ -299,21 +314,23 @@ def test_the_shipped_model_recipe_composes(tmp_path):
         assert cfg.stage in ("tokenizer", "world_model")
 
 
-def test_warm_starting_from_a_world_model_of_another_size_says_what_does_not_fit(smoke_run):
-    path = smoke_run / "bundle.ckpt"
+def test_warm_starting_from_a_world_model_of_another_size_says_what_does_not_fit(smoke_iris_run):
+    path = smoke_iris_run / "bundle.ckpt"
     trained = load_bundle(path).world_model.cfg
     wider = WorldModel(replace(trained, d_model=2 * trained.d_model))
     with pytest.raises(BundleError, match=r"does not fit.*size mismatch"):
         warm_start(wider, str(path))
 
 
-def test_a_world_model_checkpoint_becomes_a_bundle_only_with_its_own_tokenizer(smoke_run, tmp_path):
+def test_a_world_model_checkpoint_becomes_a_bundle_only_with_its_own_tokenizer(
+    smoke_iris_run, tmp_path
+):
     from worldmodel.bundle import load_bundle, save_bundle
 
-    bundle = load_bundle(smoke_run / "bundle.ckpt")
-    wm_ckpt = smoke_run / "world_model/checkpoints/last.ckpt"
+    bundle = load_bundle(smoke_iris_run / "bundle.ckpt")
+    wm_ckpt = smoke_iris_run / "world_model/checkpoints/last.ckpt"
     run_experiment(
-        "checkpoint_bundle.py", smoke_run / "bundle.ckpt", wm_ckpt, "--out", tmp_path / "b"
+        "checkpoint_bundle.py", smoke_iris_run / "bundle.ckpt", wm_ckpt, "--out", tmp_path / "b"
     )
     rebuilt = load_bundle(tmp_path / "b").world_model.state_dict()
     trained = torch.load(wm_ckpt, weights_only=True)["state_dict"]
@@ -338,12 +355,12 @@ def test_a_world_model_checkpoint_becomes_a_bundle_only_with_its_own_tokenizer(s
     assert not (tmp_path / "c").exists()
 
 
-def test_world_model_gap_reports_held_out_and_fresh_play_accuracy(smoke_run, tmp_path):
+def test_world_model_gap_reports_held_out_and_fresh_play_accuracy(smoke_iris_run, tmp_path):
     run_experiment(
         "world_model_gap.py",
-        smoke_run / "bundle.ckpt",
+        smoke_iris_run / "bundle.ckpt",
         "--exp",
-        "smoke",
+        "smoke_iris",
         "--data-dir",
         tmp_path / "data",
         "--out",
@@ -355,11 +372,11 @@ def test_world_model_gap_reports_held_out_and_fresh_play_accuracy(smoke_run, tmp
         assert 0 <= row["changed_token_accuracy"] <= 1 and 0 <= row["token_accuracy"] <= 1
 
 
-def test_tokenizer_report_scores_a_bundle_with_the_issue_metrics(smoke_run, tmp_path):
+def test_tokenizer_report_scores_a_bundle_with_the_issue_metrics(smoke_iris_run, tmp_path):
     out = tmp_path / "report"
     run_experiment(
         "tokenizer_report.py",
-        smoke_run / "bundle.ckpt",
+        smoke_iris_run / "bundle.ckpt",
         "--out",
         out,
         "--data-dir",

@@ -16,6 +16,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -249,9 +250,7 @@ def run(cfg: DictConfig) -> float | None:
             spec,
             mode="segments",
             seq_len=cfg.world_model.seq_len,
-            # IRIS tokens are cached with the data; Delta tokens depend on the frame before,
-            # so the module encodes its batches (on the training device).
-            tokenizer=None if is_delta(cfg.world_model) else tokenizer,
+            tokenizer=tokenizer,
         )
         metric = trainer.callback_metrics.get("val/loss")
         if not trainer.is_global_zero:
@@ -272,10 +271,12 @@ def run(cfg: DictConfig) -> float | None:
 def main(cfg: DictConfig) -> float | None:
     try:
         return run(cfg)
-    except (ValueError, BundleError) as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweep's launcher reports the failed job
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, BundleError, InstantiationException) as err:
+        # A setting a module's constructor refuses reaches here wrapped by instantiate.
+        cause = err.__cause__ if isinstance(err, InstantiationException) else err
+        if HydraConfig.get().mode == RunMode.MULTIRUN or not isinstance(cause, ValueError):
+            raise  # the sweep's launcher reports the failed job; a bug keeps its traceback
+        print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -22,9 +22,10 @@ class Collector:
         buffer: ReplayBuffer,
         save_to: EpisodeStore | None = None,
         name: str = "collector",
-        encode: Callable[[np.ndarray], np.ndarray] | None = None,
+        encode: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        """`encode` (frames -> tokens), when given, tokenizes each new frame once."""
+        """`encode` ((frames, actions, next frames) -> tokens, a FrameEncoder), when given,
+        tokenizes each new step once."""
         self.envs = AtariBatch(spec, num_envs, seed)
         self.policy = make_policy(
             action_meanings=self.envs.action_meanings, num_envs=num_envs, seed=seed
@@ -43,7 +44,7 @@ class Collector:
             frames = self.frames
             actions = self.policy.act(frames, self.envs.ram)
             self.frames, rewards, terminated, truncated = self.envs.step(actions)
-            tokens = None if self.encode is None else self.encode(frames)
+            tokens = None if self.encode is None else self.encode(frames, actions, self.frames)
             self.buffer.add_steps(
                 self.streams,
                 self.episode_ids,

@@ -39,7 +39,10 @@ def derive_seed(*keys: int) -> int:
 
 
 class FrameEncoder:
-    """A frozen tokenizer as a numpy function: (N, H, W, 3) uint8 -> (N, K) int64 tokens."""
+    """A frozen tokenizer as a numpy function: the tokens each step of play stores, (N, K)
+    int64, from its frames (N, H, W, 3) uint8, actions (N,) and the frames that followed
+    (see `step_tokens` of each tokenizer: IRIS's tokens of the frame itself, the
+    context-aware tokenizer's of the next frame given the frame and the action)."""
 
     def __init__(self, tokenizer: torch.nn.Module, chunk: int = 256) -> None:
         # Its own CPU copy: the trainer moves the module's tokenizer to the GPU, and forked
@@ -47,13 +50,21 @@ class FrameEncoder:
         self.tokenizer, self.chunk = copy.deepcopy(tokenizer).cpu().eval(), chunk
         self.tokens_per_frame = tokenizer.cfg.tokens_per_frame
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
+    def __call__(
+        self, frames: np.ndarray, actions: np.ndarray, next_frames: np.ndarray
+    ) -> np.ndarray:
+        arrays = [torch.from_numpy(a).split(self.chunk) for a in (frames, actions, next_frames)]
         with torch.inference_mode():
             parts = [
-                self.tokenizer.encode(torch.from_numpy(frames[i : i + self.chunk])).numpy()
-                for i in range(0, len(frames), self.chunk)
+                self.tokenizer.step_tokens(*chunk).numpy() for chunk in zip(*arrays, strict=True)
             ]
         return np.concatenate(parts)
+
+    def episode(self, episode: Episode) -> np.ndarray:
+        """The tokens of every step of a recorded episode (its last step has no next frame:
+        its own stands in, and the tokens it gets are never read)."""
+        following = np.concatenate([episode.frames[1:], episode.frames[-1:]])
+        return self(episode.frames, episode.actions, following)
 
 
 def to_batch(arrays: dict[str, np.ndarray] | np.ndarray):
@@ -111,7 +122,7 @@ class StreamingDataset(IterableDataset):
             stored = EpisodeStore(self.episodes_dir).load_all()
             for k, episode in enumerate(stored):
                 if k % num_workers == worker:
-                    tokens = None if self.encode is None else self.encode(episode.frames)
+                    tokens = None if self.encode is None else self.encode.episode(episode)
                     buffer.add_episode(k % streams, episode, tokens)
         collector = None
         if self.num_envs > 0:
@@ -157,7 +168,7 @@ class HeldOutDataset(Dataset):
             len(episodes), longest, episodes[0].frames.shape[1:], tokens_per_frame
         )
         for stream, episode in enumerate(episodes):
-            tokens = None if encode is None else encode(episode.frames)
+            tokens = None if encode is None else encode.episode(episode)
             self.buffer.add_episode(stream, episode, tokens)
         self.mode, self.seq_len = mode, seq_len
         step = frame_stride if mode == "frames" else seq_len

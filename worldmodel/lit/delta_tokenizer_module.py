@@ -8,6 +8,11 @@ decoder draws it again plus what the action does, the tokens carry nothing, and 
 codebook collapses to a few codes. The *context gap* avoids it: half of the pairs show a
 previous frame up to `context_gap` steps back, where the paddles and ball have moved far,
 so the decoder cannot draw the frame without the tokens; the dream only ever asks for gap 1.
+
+The second: the dream draws each frame from its own drawing of the one before, so errors
+pile up (a ball left behind stays). With `own_drawing_probability` a pair's previous frame
+is the tokenizer's own drawing, chained over 1..`own_drawing_steps` steps from a real frame
+(no gradient through the chain): it learns to draw from what it drew.
 """
 
 from dataclasses import dataclass
@@ -16,7 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from worldmodel.frames import to_float_frames
+from worldmodel.frames import to_float_frames, to_uint8_frames
 from worldmodel.lit.common import (
     FrozenPerceptualWeights,
     Throughput,
@@ -60,20 +65,41 @@ class Pairs:
     frames: torch.Tensor
 
 
-def cut_pairs(batch: dict, gaps: torch.Tensor) -> Pairs:
+def cut_pairs(
+    batch: dict, gaps: torch.Tensor, starts: torch.Tensor | None = None
+) -> tuple[Pairs, torch.Tensor, torch.Tensor]:
     """From segments (frames (B, T, ...), actions (B, T), mask (B, T)), the pair that shows
-    frame `gap` of each segment after its frame 0 (and the action taken just before it).
-    A gap past the segment's episode end shrinks to the last frame still in it; segments
-    with no second frame are left out."""
+    frame `start + gap` of each segment after its frame `start` (0 unless given), with the
+    action taken just before it. A start or gap past the segment's episode end shrinks to
+    fit; segments with no second frame are left out. Returns the pairs and, per pair, its
+    segment and its start."""
     last = batch["mask"].sum(1) - 1  # the last valid index of each segment
-    gaps = torch.minimum(gaps, last)
+    starts = torch.zeros_like(gaps) if starts is None else starts
+    starts = torch.minimum(starts, (last - 1).clamp_min(0))
+    gaps = torch.minimum(gaps, last - starts)
     keep = gaps >= 1
-    rows, gaps = torch.nonzero(keep).squeeze(1), gaps[keep]
-    return Pairs(
-        previous=batch["frames"][rows, 0],
-        actions=batch["actions"][rows, gaps - 1],
-        frames=batch["frames"][rows, gaps],
+    rows, gaps, starts = torch.nonzero(keep).squeeze(1), gaps[keep], starts[keep]
+    pairs = Pairs(
+        previous=batch["frames"][rows, starts],
+        actions=batch["actions"][rows, starts + gaps - 1],
+        frames=batch["frames"][rows, starts + gaps],
     )
+    return pairs, rows, starts
+
+
+@torch.no_grad()
+def own_drawings(
+    tokenizer: DeltaTokenizer, frames: torch.Tensor, actions: torch.Tensor, steps: torch.Tensor
+) -> torch.Tensor:
+    """Per segment (frames (N, T, ...), actions (N, T)), the tokenizer's drawing of frame
+    `steps` chained from real frame 0 (each drawn from the drawing before it); frame 0 itself
+    where steps is 0. uint8 (N, H, W, 3), as the dream has its frames."""
+    previous = frames[:, 0].clone()
+    for i in range(1, int(steps.max()) + 1 if len(steps) else 1):
+        rows = torch.nonzero(steps >= i).squeeze(1)
+        drawn = tokenizer.round_trip(previous[rows], actions[rows, i - 1], frames[rows, i])
+        previous[rows] = to_uint8_frames(drawn)
+    return previous
 
 
 def consecutive_pairs(batch: dict) -> Pairs:
@@ -97,6 +123,8 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         loss: dict,
         context_gap: int = 8,
         gap_probability: float = 0.5,
+        own_drawing_steps: int = 0,
+        own_drawing_probability: float = 0.0,
         lr: float = 1e-3,
         lr_floor: float = 0.1,
         weight_decay: float = 0.0,
@@ -106,8 +134,14 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         super().__init__()
         if context_gap < 1:
             raise ValueError(f"context_gap must be at least 1, got {context_gap}")
-        if not 0 <= gap_probability <= 1:
-            raise ValueError(f"gap_probability must be in [0, 1], got {gap_probability}")
+        for name, value in [
+            ("gap_probability", gap_probability),
+            ("own_drawing_probability", own_drawing_probability),
+        ]:
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if own_drawing_steps < 0:
+            raise ValueError(f"own_drawing_steps must be >= 0, got {own_drawing_steps}")
         self.save_hyperparameters()
         self.tokenizer = DeltaTokenizer(DeltaTokenizerConfig(**model))
         self.loss_cfg = loss = DeltaTokenizerLoss(**loss)
@@ -115,19 +149,41 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
             PerceptualLoss(loss.perceptual_net) if loss.perceptual_weight > 0 else None
         )
         self.context_gap, self.gap_probability = context_gap, gap_probability
+        self.own_drawing_steps, self.own_drawing_probability = (
+            own_drawing_steps,
+            own_drawing_probability,
+        )
         self.lr, self.lr_floor, self.weight_decay = lr, lr_floor, weight_decay
         self.image_log_every_n_steps = image_log_every_n_steps
         self.throughput = Throughput()
 
     @property
     def sequence_length(self) -> int:
-        return self.context_gap + 1
+        return self.own_drawing_steps + self.context_gap + 1
 
     def draw_gaps(self, n: int) -> torch.Tensor:
         """Per pair: 1, or with `gap_probability` a gap drawn from 1..context_gap."""
         wide = torch.randint(1, self.context_gap + 1, (n,), device=self.device)
         far = torch.rand(n, device=self.device) < self.gap_probability
         return torch.where(far, wide, torch.ones_like(wide))
+
+    def draw_own_steps(self, n: int) -> torch.Tensor:
+        """Per pair: 0 (a real previous frame), or with `own_drawing_probability` a chain of
+        1..own_drawing_steps own drawings."""
+        if self.own_drawing_steps == 0:
+            return torch.zeros(n, dtype=torch.long, device=self.device)
+        chained = torch.randint(1, self.own_drawing_steps + 1, (n,), device=self.device)
+        own = torch.rand(n, device=self.device) < self.own_drawing_probability
+        return torch.where(own, chained, torch.zeros_like(chained))
+
+    def training_pairs(self, batch: dict) -> Pairs:
+        n = len(batch["mask"])
+        pairs, rows, starts = cut_pairs(batch, self.draw_gaps(n), self.draw_own_steps(n))
+        if starts.any():
+            pairs.previous = own_drawings(
+                self.tokenizer, batch["frames"][rows], batch["actions"][rows], starts
+            )
+        return pairs
 
     def losses(self, pairs: Pairs) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         out = self.tokenizer(pairs.previous, pairs.actions, pairs.frames)
@@ -155,7 +211,7 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         return terms, recon, out.quantized.tokens
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        pairs = cut_pairs(batch, self.draw_gaps(len(batch["mask"])))
+        pairs = self.training_pairs(batch)
         terms, recon, tokens = self.losses(pairs)
         if not losses_are_finite(self, terms):
             return None  # Lightning skips the optimizer step

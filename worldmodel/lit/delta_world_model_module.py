@@ -1,7 +1,8 @@
 """Trains the world model over context-aware tokens on a frozen DeltaTokenizer.
 
 A segment of T steps becomes T blocks [frame t, action t, tokens of frame t+1 given both];
-the tokens come from the frozen tokenizer on the batch's device. The first frame of a
+the data pipeline stores each step with its tokens (or the frozen tokenizer makes them
+here, for batches without). The first frame of a
 segment (an episode's first frame too) has no block before it: it is only embedded.
 """
 
@@ -41,11 +42,14 @@ class Steps:
         b, t = mask.shape
         next_frames = torch.zeros_like(mask)
         next_frames[:, :-1] = mask[:, 1:]
-        tokens = torch.zeros(b, t, tokenizer.cfg.tokens_per_frame, dtype=torch.long)
-        tokens = tokens.to(frames.device)
-        tokens[:, :-1] = tokenizer.encode(
-            frames[:, :-1].flatten(0, 1), actions[:, :-1].flatten(), frames[:, 1:].flatten(0, 1)
-        ).view(b, t - 1, -1)
+        if "tokens" in batch:  # tokenized once by the data pipeline (FrameEncoder)
+            tokens = batch["tokens"].clone()
+        else:
+            tokens = torch.zeros(b, t, tokenizer.cfg.tokens_per_frame, dtype=torch.long)
+            tokens = tokens.to(frames.device)
+            tokens[:, :-1] = tokenizer.encode(
+                frames[:, :-1].flatten(0, 1), actions[:, :-1].flatten(), frames[:, 1:].flatten(0, 1)
+            ).view(b, t - 1, -1)
         tokens *= next_frames[..., None]
         return cls(
             frames, actions, tokens, batch["rewards"], batch["terminated"], mask, next_frames

@@ -198,6 +198,14 @@ class DeltaTokenizer(nn.Module):
         return self._draw(previous, actions, z_q).clamp(0, 1)
 
     @torch.no_grad()
+    def step_tokens(
+        self, frames: torch.Tensor, actions: torch.Tensor, next_frames: torch.Tensor
+    ) -> torch.Tensor:
+        """The tokens a step of play is stored with (FrameEncoder): those of the frame its
+        action led to, given its frame (a world-model block's tokens)."""
+        return self.encode(frames, actions, next_frames)
+
+    @torch.no_grad()
     def round_trip(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> torch.Tensor:

@@ -101,6 +101,13 @@ class Tokenizer(nn.Module):
         return self._draw(z_q).clamp(0, 1)
 
     @torch.no_grad()
+    def step_tokens(
+        self, frames: torch.Tensor, actions: torch.Tensor, next_frames: torch.Tensor
+    ) -> torch.Tensor:
+        """The tokens a step of play is stored with (FrameEncoder): its own frame's."""
+        return self.encode(frames)
+
+    @torch.no_grad()
     def round_trip(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> torch.Tensor:
