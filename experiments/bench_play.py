@@ -3,10 +3,10 @@
     python experiments/bench_play.py [BUNDLE] [--threads 2] [--out experiments/reports]
 
 Measured in one run, so the ratios hold on a noisy machine:
-  cached     the engine as `make play` runs it (KV cache, speculative schedule: the last
-             frame's tokens checked as a guess in one forward, forwards and the frame
-             decoder torch.compile'd), batch 1, random actions
-  sequential the same, one forward per token (17 per frame): the engine before speculation
+  cached     the engine as `make play` runs it (KV cache; forwards and the frame decoder
+             torch.compile'd; IRIS bundles: the speculative schedule, the last frame's
+             tokens checked as a guess in one forward), batch 1, random actions
+  sequential (IRIS) the same, one forward per token (17 per frame)
   eager      the cached engine without torch.compile
   baseline   a plain generate(): no cache, the whole context re-run for every token
   batch16/64 the compiled engine with 16 / 64 games at once (frames/s over all games):
@@ -59,6 +59,8 @@ def fps_cached(
 def fps_baseline(bundle, steps: int) -> float:
     """No KV cache: every new token re-reads the whole context (last max_frames) from scratch.
     No-op actions: a forward costs the same whatever the actions."""
+    if bundle.kind == "delta":
+        return fps_baseline_delta(bundle, steps)
     wm, tok = bundle.world_model, bundle.tokenizer
     generator = torch.Generator().manual_seed(0)
     frames = [tok.encode(start_frames(bundle, 1))]  # (1, K) each
@@ -76,6 +78,34 @@ def fps_baseline(bundle, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def fps_baseline_delta(bundle, steps: int) -> float:
+    """fps_baseline for a context-aware bundle: the blocks of the last max_frames steps
+    re-read for every token, the frame drawn from the one before and embedded."""
+    wm, tok = bundle.world_model, bundle.tokenizer
+    generator = torch.Generator().manual_seed(0)
+    frame = start_frames(bundle, 1)
+    embeddings, tokens = [wm.embed_frames(frame)], []  # (1, D), (1, K) each
+    noop, k = torch.zeros(1, dtype=torch.long), wm.cfg.tokens_per_frame
+    start = time.perf_counter()
+    for _ in range(steps):
+        n = min(len(embeddings), wm.cfg.max_frames)
+        new = torch.zeros(1, k, dtype=torch.long)
+        for j in range(k):
+            blocks = wm.sequence(
+                torch.stack(embeddings[-n:], 1),
+                noop.expand(1, n),
+                torch.stack([*tokens[len(tokens) - n + 1 :], new], 1),
+            )
+            # The last block up to its action and the tokens so far (the rest is unread).
+            h = wm.transformer(blocks[:, : blocks.shape[1] - k + j])
+            logits = wm.token_head(h[:, -1])
+            new[:, j] = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
+        tokens.append(new)
+        frame = to_uint8_frames(tok.decode(frame, noop, new))
+        embeddings.append(wm.embed_frames(frame))
+    return steps / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", nargs="?", default="models/pong_tiny.bundle.ckpt")
@@ -88,7 +118,10 @@ def main() -> None:
     bundle = load_bundle(args.bundle)
     measures = {
         "fps_cached": lambda: fps_cached(bundle, 1, args.steps),
-        "fps_sequential": lambda: fps_cached(bundle, 1, args.steps, speculative=False),
+        # (a context-aware game has one schedule: the cached one)
+        "fps_sequential": lambda: fps_cached(bundle, 1, args.steps, speculative=False)
+        if bundle.kind == "iris"
+        else (float("nan"), float("nan")),
         "fps_eager": lambda: fps_cached(bundle, 1, args.steps, compile=False),
         "fps_baseline": lambda: (
             fps_baseline(bundle, max(10, args.steps // 4)),

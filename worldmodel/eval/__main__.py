@@ -50,6 +50,7 @@ class EvalSettings:
     top_p: float = 1.0  # sample from the nucleus of this much probability (1: all of it)
     seed: int = 0
     compile: bool = True  # torch.compile the world model's forward and the decoder
+    device: str = "cpu"  # where the models run: cpu, cuda
     events: bool = True  # bounce and point events, also on held-out random-policy episodes
     closed_loop: bool = True
     closed_loop_steps: int = 1000
@@ -217,17 +218,17 @@ def write_report(
         ]
     if "closed_loop" in results:
         settings = results["closed_loop"]["settings"]
+        clip = report.video(*media["video"], out / "closed_loop_dream.mp4")
         text += [
             "## Closed loop",
             "",
             f"The frame-reading controller plays {settings['steps']} steps of the real game "
             f"and of {settings['dreams']} sampled dreams + 1 greedy one, all from the same "
-            f"{settings['context']} real frames. Video (dream | real): closed_loop_dream.mp4.",
+            f"{settings['context']} real frames. Video (dream | real): {clip.name}.",
             "",
             report.closed_loop_table(results["closed_loop"]),
             "",
         ]
-        report.video(*media["video"], out / "closed_loop_dream.mp4")
     text.append(f"Evaluation took {seconds:.0f} s.")
     (out / "fidelity_report.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
@@ -238,7 +239,7 @@ def main(argv: list[str]) -> int:
         cfg = OmegaConf.merge(OmegaConf.structured(EvalSettings), OmegaConf.from_dotlist(argv))
         cfg = OmegaConf.to_object(cfg)
         cfg.check()
-        bundle = load_bundle(cfg.bundle)
+        bundle = load_bundle(cfg.bundle, cfg.device)
         if bundle.world_model is None:
             raise BundleError(f"{cfg.bundle} holds a tokenizer only: the eval needs a world model")
         start = time.time()

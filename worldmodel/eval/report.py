@@ -1,6 +1,7 @@
 """The fidelity report's parts: markdown tables, the per-horizon plot, the contact sheet and
 the closed-loop video. Each takes the results (or frames) and nothing else."""
 
+import warnings
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -140,8 +141,17 @@ def contact_sheet(real: np.ndarray, dream: np.ndarray, path: Path, games: int = 
     return steps
 
 
-def video(dream: np.ndarray, real: np.ndarray, path: Path, fps: int = 15) -> None:
-    """(T, h, w, 3) dream | real, side by side, upscaled; an mp4 (H.264 via imageio-ffmpeg)."""
+def video(dream: np.ndarray, real: np.ndarray, path: Path, fps: int = 15) -> Path:
+    """(T, h, w, 3) dream | real, side by side, upscaled; an mp4 (H.264 via imageio-ffmpeg),
+    or where that package is missing (a bare GPU image) a GIF next to it. Returns the file."""
     gap = np.full((len(dream), dream.shape[1] * SCALE, 8, 3), 255, np.uint8)
     frames = np.concatenate([_upscale(dream), gap, _upscale(real)], axis=2)
+    try:
+        import imageio_ffmpeg  # noqa: F401  (imageio's mp4 writer)
+    except ImportError:
+        path = path.with_suffix(".gif")
+        warnings.warn(f"imageio-ffmpeg is not installed: the video is a GIF, {path}", stacklevel=2)
+        imageio.mimwrite(path, frames, duration=1000 / fps, loop=0)
+        return path
     imageio.mimwrite(path, frames, fps=fps, macro_block_size=8)
+    return path

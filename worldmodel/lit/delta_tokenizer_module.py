@@ -49,6 +49,11 @@ class DeltaTokenizerLoss(QuantizerLossWeights):
     # Squared error of each frame's worst pixel (Delta-IRIS: 0.01): a lost ball is the
     # worst pixel of its frame.
     worst_pixel_weight: float = 1.0
+    # ... reached linearly over these first steps (from 0): at full weight from the start the
+    # single worst pixels pull harder than the changed areas the tokens first learn to carry
+    # (the probes' tokens came into use by ~1,250 steps at 0.01, the one-command run's only
+    # by ~5,000 at 1.0).
+    worst_pixel_ramp_steps: int = 0
     # Squared error on the pixels that differ from the previous frame, in the real frame
     # or in the drawing (what moved, and a ball left behind), as a mean over those pixels.
     changed_weight: float = 50.0
@@ -185,6 +190,11 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
             )
         return pairs
 
+    def worst_pixel_weight(self) -> float:
+        ramp = self.loss_cfg.worst_pixel_ramp_steps
+        progress = 1.0 if ramp <= 0 else min(1.0, self.global_step / ramp)
+        return self.loss_cfg.worst_pixel_weight * progress
+
     def losses(self, pairs: Pairs) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         out = self.tokenizer(pairs.previous, pairs.actions, pairs.frames)
         recon, cfg = out.reconstruction, self.loss_cfg
@@ -199,7 +209,7 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         terms = {
             "l1": cfg.l1_weight * error.abs().mean(),
             "l2": cfg.l2_weight * squared.mean(),
-            "worst_pixel": cfg.worst_pixel_weight * squared.flatten(1).max(1).values.mean(),
+            "worst_pixel": self.worst_pixel_weight() * squared.flatten(1).max(1).values.mean(),
             "changed": cfg.changed_weight
             * (squared * changed).sum()
             / (3 * changed.sum()).clamp_min(1),
