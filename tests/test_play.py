@@ -4,24 +4,18 @@ import imageio.v3 as iio
 import numpy as np
 import pygame
 import pytest
-from omegaconf import OmegaConf
 
 from worldmodel.bundle import load_bundle
 from worldmodel.eval.pong_detector import detect
-from worldmodel.play.__main__ import CONFIG
 from worldmodel.play.app import PlayApp, PlaySettings
 
 from .cli import assert_ok, run_module
-
-PONG_KEYS = dict(OmegaConf.load(CONFIG).key_names["ALE/Pong-v5"])
 
 
 @pytest.fixture
 def app(smoke_run):
     # compile=False: the recording test below runs the default (compiled) path end to end.
-    settings = PlaySettings(
-        headless=True, policy="noop", scale=2, compile=False, key_names=PONG_KEYS
-    )
+    settings = PlaySettings(headless=True, policy="noop", scale=2, compile=False)
     app = PlayApp(load_bundle(smoke_run / "bundle.ckpt"), settings)
     yield app
     app.close()
@@ -140,7 +134,6 @@ def test_the_shipped_model_moves_the_paddle_the_way_the_keys_say():
             greedy=True,
             scale=1,
             compile=False,
-            key_names=PONG_KEYS,
         )
         app = PlayApp(bundle, settings)
         app.run(steps=15)

@@ -5,7 +5,6 @@ import time
 START = time.perf_counter()  # before the heavy imports: what a person waits for
 
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
@@ -13,33 +12,14 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 from worldmodel.bundle import BundleError, load_bundle  # noqa: E402
 from worldmodel.play.app import PlayApp, PlaySettings, pick_device  # noqa: E402
 
-CONFIG = Path(__file__).resolve().parents[2] / "conf" / "play.yaml"
-
 
 def main(argv: list[str]) -> int:
     try:
-        cfg = OmegaConf.load(CONFIG)
-        OmegaConf.set_struct(cfg, True)  # a typo in an option is an error, not ignored
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(argv))
-        if cfg.steps < 0:
-            raise ValueError(f"steps must be >= 0 (0: until the window closes), got {cfg.steps}")
-        if cfg.record and not str(cfg.record).endswith((".mp4", ".gif")):
-            raise ValueError(f"record must name an .mp4 or .gif file, got {cfg.record!r}")
-        settings = PlaySettings(
-            mode=cfg.mode,
-            fps=cfg.fps,
-            scale=cfg.scale,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            greedy=cfg.greedy,
-            seed=cfg.seed,
-            compile=cfg.compile,
-            headless=cfg.headless,
-            policy=cfg.policy,
-        )  # checked before the bundle is read
+        cfg = OmegaConf.merge(OmegaConf.structured(PlaySettings), OmegaConf.from_dotlist(argv))
+        cfg: PlaySettings = OmegaConf.to_object(cfg)  # a typo in an option is an error
+        cfg.check()  # before the bundle is read
         bundle = load_bundle(cfg.ckpt, device=pick_device(cfg.device))
-        settings.key_names = dict(cfg.key_names.get(bundle.spec.game_id, {}))
-        app = PlayApp(bundle, settings)
+        app = PlayApp(bundle, cfg)
     except (BundleError, OmegaConfBaseException, ValueError, RuntimeError) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2

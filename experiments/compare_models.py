@@ -1,0 +1,108 @@
+"""Two models side by side on the same eval: every row of the open-loop, event and closed-loop
+tables of their `python -m worldmodel.eval` reports (same seeds), their training time and
+their play speed.
+
+    python experiments/compare_models.py NEW_EVAL_DIR OLD_EVAL_DIR --names new old \
+        [--train-info NEW.json OLD.json] [--bench NEW.json OLD.json] --out DIR
+
+`--train-info`: a JSON of the stages' train_info.json ({"tokenizer": {...}, "world_model":
+{...}}, wall_time_s each, as experiments/gpu/train_and_eval.sh writes it) or a number of
+hours; `--bench`: experiments/bench_play.py's JSON.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from report import markdown_table, write_report
+
+from worldmodel.eval.report import CLOSED_LOOP_ROWS
+
+OPEN_LOOP = (  # (metric, label, horizons, format)
+    ("player_paddle_err_px", "player paddle error (px)", (1, 10, 30), ".2f"),
+    ("opponent_paddle_err_px", "opponent paddle error (px)", (1, 10), ".2f"),
+    ("ball_err_px", "ball error (px; a missing ball counts the largest)", (1, 5, 10), ".1f"),
+    ("ball_present_agreement", "ball presence agreement", (1, 5, 10), ".2f"),
+    ("psnr_db", "PSNR (dB)", (1, 10, 30), ".1f"),
+)
+
+
+def open_loop_rows(runs: list[dict], part: str = "") -> list[list[str]]:
+    rows = []
+    for dream in ("model", "model_greedy"):
+        for metric, label, horizons, fmt in OPEN_LOOP:
+            for h in horizons:
+                cells = []
+                for run in runs:
+                    values = (run[part] if part else run)[dream][metric]
+                    cells.append(format(values[h - 1], fmt) if h <= len(values) else "-")
+                rows.append([f"{dream}: {label}, h={h}", *cells])
+    return rows
+
+
+def event_rows(runs: list[dict]) -> list[list[str]]:
+    rows = []
+    for source in runs[0]["events"]:
+        for dream in ("model", "model_greedy"):
+            for kind in ("paddle_bounce", "wall_bounce", "point"):
+                cells = []
+                for run in runs:
+                    s = run["events"][source][dream][kind]
+                    cells.append(
+                        f"{s['recall']:.2f} / {s['precision']:.2f} (chance {s['chance']:.2f})"
+                    )
+                rows.append([f"{source} {dream}: {kind} recall / precision", *cells])
+    return rows
+
+
+def closed_loop_rows(runs: list[dict]) -> list[list[str]]:
+    rows = []
+    for game in ("dream_mean", "dream_greedy", "real_tokenized", "real"):
+        for key, label, fmt in CLOSED_LOOP_ROWS:
+            cells = [format(run["closed_loop"][game][key], fmt) for run in runs]
+            rows.append([f"{game}: {label}", *cells])
+    return rows
+
+
+def training_hours(source: str) -> float:
+    try:
+        return float(source)
+    except ValueError:
+        stages = json.loads(Path(source).read_text())
+        return sum(stage["wall_time_s"] for stage in stages.values()) / 3600
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("evals", nargs=2, type=Path, help="two eval output folders")
+    parser.add_argument("--names", nargs=2, default=["new", "old"])
+    parser.add_argument("--train-info", nargs=2)
+    parser.add_argument("--bench", nargs=2, type=Path)
+    parser.add_argument("--out", type=Path, default=Path("experiments/reports/comparison"))
+    args = parser.parse_args()
+    runs = [json.loads((d / "fidelity.json").read_text()) for d in args.evals]
+    rows = open_loop_rows(runs)
+    rows += [[f"random play, {r[0]}", *r[1:]] for r in open_loop_rows(runs, "random_policy")]
+    rows += event_rows(runs) + closed_loop_rows(runs)
+    if args.train_info:
+        rows.append(
+            ["training wall time on 2 CPU cores (h)"]
+            + [f"{training_hours(s):.2f}" for s in args.train_info]
+        )
+    if args.bench:
+        benches = [json.loads(p.read_text()) for p in args.bench]
+        for key, label in (("fps_cached", "play, batch 1"), ("fps_batch64", "batch 64")):
+            rows.append([f"frames/s, {label}", *(f"{b[key]:.0f}" for b in benches)])
+    command = "python experiments/compare_models.py " + " ".join(map(str, args.evals))
+    write_report(
+        args.out,
+        "comparison",
+        f"{args.names[0]} vs {args.names[1]}: the same eval, the same seeds",
+        command,
+        markdown_table(["", *args.names], rows),
+        {"names": args.names, "rows": rows},
+    )
+
+
+if __name__ == "__main__":
+    main()
