@@ -4,8 +4,8 @@
 
 BASE_BUNDLE gives the tokenizer, game and config (it must be the tokenizer the checkpoint
 was trained on); WM_CKPT (a world-model stage's Lightning checkpoint or another bundle)
-gives the world model's weights and sizes (e.g. a run with place vectors from a base
-without). Training writes a bundle only when a stage ends.
+gives the world model's weights and sizes (e.g. a bigger model on the base's
+tokenizer). Training writes a bundle only when a stage ends.
 """
 
 import argparse
@@ -31,8 +31,7 @@ def main() -> None:
     try:
         bundle = load_bundle(args.base)
         weights, sizes = load_world_model_state(args.world_model, bundle.tokenizer)
-        # The patch size is the tokenizer's (a stage's checkpoint does not record it).
-        config = replace(bundle.world_model.cfg, **{**sizes, "patch_size": bundle.tokenizer.patch})
+        config = replace(bundle.world_model.cfg, **sizes)
         world_model = WorldModel(config)
         load_weights(world_model, weights, f"{args.world_model}: another model size")
     except BundleError as err:

@@ -51,23 +51,3 @@ def test_bad_files_give_one_clear_line(tmp_path, smoke_run):
     tokenizer = load_tokenizer(smoke_run / "tokenizer" / "checkpoints" / "last.ckpt")
     frames, actions = torch.zeros(2, 64, 64, 3, dtype=torch.uint8), torch.zeros(2).long()
     assert tokenizer.encode(frames, actions, frames).shape == (2, 4)
-
-
-def test_a_world_model_with_content_place_vectors_loads_its_content_from_the_tokenizer(tmp_path):
-    from worldmodel.bundle import save_bundle
-    from worldmodel.envs.atari import EnvSpec
-    from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig
-
-    from .test_tokenizer import TINY
-    from .test_world_model import tiny_world_model
-
-    torch.manual_seed(0)
-    tokenizer = Tokenizer(TokenizerConfig(**TINY)).eval()
-    world_model = tiny_world_model(place_rank=4, place_content=True)
-    world_model.set_place_content(tokenizer.token_patches())
-    path = save_bundle(tmp_path / "b.ckpt", tokenizer, world_model, EnvSpec(), ("NOOP",) * 6)
-    loaded = load_bundle(path).world_model
-    assert "token_patches" not in loaded.state_dict()  # made again, not stored
-    sequence = world_model.interleave(torch.randint(0, 64, (1, 2, 16)), torch.zeros(1, 2).long())
-    with torch.no_grad():
-        assert torch.equal(loaded(sequence).obs_logits, world_model(sequence).obs_logits)

@@ -139,31 +139,6 @@ def test_a_books_dead_codes_are_revived_onto_its_own_positions():
     assert sum(on_position_2) >= revived and not any(on_elsewhere)
 
 
-def test_pixel_revival_puts_dead_codes_on_the_worst_drawn_patch():
-    module = TokenizerModule(
-        TINY, {"perceptual_weight": 0.0, "moving_weight": 40.0}, revive_by="pixels"
-    ).train()
-    frames = torch.zeros(2, 3, 64, 64)
-    frames[:, 0], frames[:, 1], frames[:, 2] = 144 / 255, 72 / 255, 17 / 255
-    frames[1, :, 16:32, 32:48] = 0.93  # a white patch in frame 1
-    _, recon, _ = module.losses(frames)
-    priority = module._revival_priority
-    # The loss's weighted L1, averaged over each 16x16 patch, in (frame, row, column) order.
-    weights = 1 + 10 * foreground_mask(frames, 0.02) + 40 * moving_mask(frames, recon, 0.02)
-    error = ((recon - frames).abs() * weights).sum(1)
-    expected = error.reshape(2, 4, 16, 4, 16).mean((2, 4)).flatten()
-    assert torch.allclose(priority, expected, rtol=1e-4)
-
-    quantizer = module.tokenizer.quantizer
-    quantizer.idle_steps.zero_()
-    quantizer.idle_steps[5] = quantizer.dead_after + 1  # one dead code
-    one_hot = torch.zeros_like(priority)
-    one_hot[22] = 1.0
-    assert quantizer.revive_dead_codes_(one_hot) == 1
-    inputs = quantizer._latest_inputs.reshape(-1, quantizer.dim)
-    assert torch.equal(quantizer.codebook.weight[5], inputs[22])
-
-
 def test_the_moving_l2_term_counts_only_moving_pixels():
     module = TokenizerModule(TINY, {"perceptual_weight": 0.0, "moving_l2_weight": 1.0}).eval()
     frames = torch.full((4, 3, 64, 64), 0.5)
@@ -178,30 +153,6 @@ def test_the_moving_l2_term_counts_only_moving_pixels():
     frames[1, :, 30:32, 40] = 1.0  # a ball in one frame: its pixels join the mask
     terms, recon, _ = module.losses(frames)
     assert moving_mask(frames, recon, 0.02)[1, 0, 30:32, 40].all()
-
-
-def test_hard_example_picking_trains_mostly_on_the_frames_drawn_worst():
-    torch.manual_seed(0)
-    module = TokenizerModule(TINY, {"perceptual_weight": 0.0}, lr=3e-3, hard_example_pool=4)
-    frames = torch.zeros(16, 64, 64, 3, dtype=torch.uint8)
-    frames[...] = torch.tensor([144, 72, 17], dtype=torch.uint8)  # Pong's brown
-    optimizer = module.configure_optimizers()
-    for _ in range(30):  # learn to draw the brown frames: they become the easy ones
-        optimizer.zero_grad()
-        sum(module.losses(frames[:4])[0].values()).backward()
-        optimizer.step()
-    hard = torch.arange(16) % 4 == 0  # 4 of 16 frames full of noise: drawn far worse
-    frames[hard] = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
-    frames[:, 0, 0, 0] = torch.arange(16, dtype=torch.uint8)  # tell every frame apart
-    idle = module.tokenizer.quantizer.idle_steps.clone()
-    picked = [module.pick_hard_frames(frames)[:, 0, 0, 0] for _ in range(20)]
-    assert all(len(p) == 4 for p in picked)
-    # Drawn without replacement: a frame at most once per batch.
-    assert all(len(set(p.tolist())) == 4 for p in picked)
-    assert hard[torch.cat(picked).long()].float().mean() > 0.9
-    # Scoring the candidates is not using codes: only the trained batch counts for revival.
-    assert torch.equal(module.tokenizer.quantizer.idle_steps, idle)
-    assert module.tokenizer.training
 
 
 def test_foreground_mask_finds_a_faint_ball():
@@ -243,12 +194,3 @@ def test_a_few_training_steps_lower_the_loss_on_a_fixed_batch():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-
-
-def test_token_patches_are_what_each_id_draws_at_each_place():
-    tokenizer = Tokenizer(TokenizerConfig(**TINY)).eval()
-    patches = tokenizer.token_patches()
-    assert patches.shape == (16, 64, 3, 16, 16)
-    for place, token in ((0, 0), (5, 9), (15, 63)):
-        frame = tokenizer.decode(torch.full((1, 16), token))
-        assert torch.allclose(patches[place, token], tokenizer.to_patches(frame)[place], atol=1e-5)

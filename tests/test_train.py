@@ -17,7 +17,7 @@ from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, he
 from worldmodel.envs import EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.models.world_model import WorldModel
-from worldmodel.train import CONFIG_DIR, make_datamodule, warm_start
+from worldmodel.train import CONFIG_DIR, warm_start
 
 from .cli import assert_ok, run_module
 
@@ -63,23 +63,6 @@ def test_experiment_configs_compose_and_build(exp):
     assert spec.frame_size == 64
     policy = instantiate(cfg.policy)(action_meanings=spec.action_meanings(), num_envs=2, seed=0)
     assert hasattr(policy, "act")
-
-
-def test_hard_example_picking_brings_a_pool_per_batch_and_validates_on_plain_batches(tmp_path):
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "+exp=smoke_iris",
-                "tokenizer.hard_example_pool=3",
-                f"paths.root={tmp_path}",
-                f"paths.output_dir={tmp_path}",
-            ],
-        )
-    module = instantiate(cfg.tokenizer.module)
-    assert module.hard_example_pool == 3
-    datamodule = make_datamodule(cfg, "tokenizer", module, instantiate(cfg.env), mode="frames")
-    assert (datamodule.batch_size, datamodule.val_batch_size) == (3 * 8, 8)
 
 
 def test_a_config_typo_and_an_unknown_experiment_are_clear_errors():
@@ -173,12 +156,9 @@ def test_world_model_warm_starts_from_a_bundle_but_resumes_only_on_its_own_token
     assert "world_model.init_from" in refused.stderr
 
 
-def test_tokenizer_warm_starts_from_a_bundle_and_trains_on_picked_hard_frames(
-    smoke_iris_run, tmp_path
-):
+def test_tokenizer_warm_starts_from_a_bundle_with_its_weights(smoke_iris_run, tmp_path):
     bundle = smoke_iris_run / "bundle.ckpt"
-    # The bundle's weights, unchanged by two steps at learning rate 0 (no code revived), on
-    # batches picked from twice as many frames.
+    # The bundle's weights, unchanged by two steps at learning rate 0 (no code revived).
     warm = run_module(
         "worldmodel.train",
         "+exp=smoke_iris",
@@ -187,7 +167,6 @@ def test_tokenizer_warm_starts_from_a_bundle_and_trains_on_picked_hard_frames(
         f"tokenizer.init_from={bundle}",
         "tokenizer.module.lr=0.0",
         "tokenizer.module.model.revive_dead_codes=false",
-        "tokenizer.hard_example_pool=2",
         "tokenizer.max_steps=2",
         f"hydra.run.dir={tmp_path / 'warm'}",
     )

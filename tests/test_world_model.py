@@ -9,13 +9,9 @@ from worldmodel.models.world_model import WorldModel, WorldModelConfig
 from .test_tokenizer import TINY
 
 
-def tiny_world_model(
-    max_frames: int = 4, place_rank: int = 0, place_content: bool = False
-) -> WorldModel:
+def tiny_world_model(max_frames: int = 4) -> WorldModel:
     torch.manual_seed(0)
     cfg = WorldModelConfig(
-        place_rank=place_rank,
-        place_content=place_content,
         tokens_per_frame=16,
         num_codes=64,
         num_actions=6,
@@ -25,18 +21,11 @@ def tiny_world_model(
         d_model=32,
         dropout=0.0,
     )
-    model = WorldModel(cfg).eval()
-    if place_content:  # what 64 token ids draw at 16 places of 16x16 pixels
-        model.set_place_content(torch.rand(16, 64, 3, 16, 16))
-    if place_rank:  # place vectors that matter (they start at zero)
-        torch.nn.init.normal_(model.place_in_proj.weight, std=0.5)
-        torch.nn.init.normal_(model.place_out_proj.weight, std=0.5)
-    return model
+    return WorldModel(cfg).eval()
 
 
-@pytest.mark.parametrize(("place_rank", "place_content"), [(0, False), (4, False), (4, True)])
-def test_cached_and_uncached_logits_agree_over_several_frames(place_rank, place_content):
-    model = tiny_world_model(place_rank=place_rank, place_content=place_content)
+def test_cached_and_uncached_logits_agree_over_several_frames():
+    model = tiny_world_model()
     tokens = torch.randint(0, 64, (2, 3, 16))
     actions = torch.randint(0, 6, (2, 3))
     sequence = model.interleave(tokens, actions)  # 3 frames = 51 tokens
@@ -82,102 +71,14 @@ def test_interleave_offsets_actions_past_the_codebook():
     assert sequence[0, 16] == 64 + 3 and sequence[0, 33] == 64 + 5
 
 
-@pytest.mark.parametrize("place_content", [False, True])
-def test_place_vectors_start_as_the_model_without_them_and_tell_places_apart(
-    tmp_path, place_content
-):
-    from worldmodel.train import warm_start
-
-    shared = tiny_world_model()
-    sequence = shared.interleave(torch.randint(0, 64, (2, 3, 16)), torch.randint(0, 6, (2, 3)))
-    path = tmp_path / "shared.ckpt"  # as a world-model stage's checkpoint holds it
-    torch.save(
-        {"state_dict": {f"world_model.{k}": v for k, v in shared.state_dict().items()}}, path
-    )
-    config = {**vars(shared.cfg), "place_rank": 4, "place_content": place_content}
-    placed = WorldModel(WorldModelConfig(**config)).eval()
-    if place_content:
-        placed.set_place_content(torch.rand(16, 64, 3, 16, 16))
-    warm_start(placed, path)
-    with torch.no_grad():
-        assert torch.equal(placed(sequence).obs_logits, shared(sequence).obs_logits)
-        torch.nn.init.normal_(placed.place_in_proj.weight)
-        # The same id at two places of a frame: one embedding without place vectors, two with.
-        same_id = torch.full((1, 2), 7)
-        assert not torch.equal(*placed._embed(same_id, 0, placed.place_tables())[0])
-        assert torch.equal(*shared._embed(same_id, 0, shared.place_tables())[0])
-
-
-def test_place_vectors_reach_the_places_their_slots_predict():
-    model = tiny_world_model(place_rank=4)
-    sequence = model.interleave(torch.randint(0, 64, (1, 2, 16)), torch.randint(0, 6, (1, 2)))
-    with torch.no_grad():
-        base = model(sequence).obs_logits
-        # Output: only place 3's vectors changed -> only the logits after slot 2 change.
-        model.place_out[3] += 1.0
-        changed = (model(sequence).obs_logits != base).any(-1)[0]
-        assert changed.nonzero()[:, 0].tolist() == [2, 19]
-        # ... and place 0's -> the logits after the action (slot 16).
-        model.place_out[0] += 1.0
-        changed = (model(sequence).obs_logits != base).any(-1)[0]
-        assert changed.nonzero()[:, 0].tolist() == [2, 16, 19, 33]
-        # Input: a frame token's embedding depends on its place, an action's does not.
-        embedded = model._embed(sequence, 0, model.place_tables())
-        assert torch.equal(embedded[0, 16], model.embed(sequence[:, 16])[0])
-        assert not torch.equal(embedded[0, 3], model.embed(sequence[:, 3])[0])
-
-
-def test_tokens_that_draw_alike_share_their_content_place_vectors():
-    model = tiny_world_model(place_rank=4, place_content=True)
-    patches = torch.rand(16, 64, 3, 16, 16)
-    patches[5, 9] = patches[5, 7]  # ids 7 and 9 draw the same at place 5 only
-    model.set_place_content(patches)
-
-    def embedded(token: int, place: int) -> torch.Tensor:  # place p is slot p of a frame
-        sequence = torch.zeros(1, place + 1, dtype=torch.long)
-        sequence[0, place] = token
-        return model._embed(sequence, 0, model.place_tables())[0, place] - model.embed(token)
-
-    with torch.no_grad():
-        assert torch.allclose(embedded(torch.tensor(7), 5), embedded(torch.tensor(9), 5))
-        assert not torch.allclose(embedded(torch.tensor(7), 6), embedded(torch.tensor(9), 6))
-    with pytest.raises(ValueError, match="expected \\(16, 64, 768\\)"):
-        model.set_place_content(torch.rand(16, 64, 3, 8, 8))
-
-
-def test_the_content_projection_learns_after_an_evaluation_pass():
-    """As Lightning runs it: a no-grad eval forward, then `training = True` set on every
-    module (not through train()), then a training step reaches the content projection."""
-    model = tiny_world_model(place_rank=4, place_content=True)
-    sequence = model.interleave(torch.randint(0, 64, (1, 2, 16)), torch.randint(0, 6, (1, 2)))
-    with torch.inference_mode():
-        evaluated = model(sequence).obs_logits
-    for module in model.modules():
-        module.training = True
-    with torch.no_grad():  # the output projection starts at zero: no gradient would pass
-        model.place_out_proj.weight.normal_()
-    model(sequence).obs_logits.sum().backward()
-    assert model.place_content_proj.weight.grad.abs().sum() > 0
-    # Generation makes the vectors once per game; a changed projection changes the game.
-    game = LearnedGame(Tokenizer(TokenizerConfig(**TINY)), model, greedy=True)
-    game.reset(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))
-    with torch.no_grad():
-        assert torch.equal(game.places[1], model.place_tables()[1])
-        model.place_content_proj.weight.mul_(2)
-    game.reset(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))
-    assert torch.equal(game.places[1], model.place_tables()[1].detach())
-    assert not torch.equal(model(sequence).obs_logits.detach(), evaluated)
-
-
 def make_game(
     max_frames: int = 4,
     keep_frames: int | None = None,
     compile: bool = False,
-    place_rank: int = 0,
 ) -> LearnedGame:
     torch.manual_seed(0)
     tokenizer = Tokenizer(TokenizerConfig(**TINY))
-    world_model = tiny_world_model(max_frames, place_rank)
+    world_model = tiny_world_model(max_frames)
     return LearnedGame(tokenizer, world_model, seed=0, keep_frames=keep_frames, compile=compile)
 
 
@@ -269,15 +170,12 @@ def test_a_failed_compile_warns_and_runs_uncompiled(monkeypatch):
     assert step.compiled is None  # and from then on it runs uncompiled
 
 
-@pytest.mark.parametrize(
-    ("greedy", "top_p", "place_rank"),
-    [(False, 1.0, 0), (True, 1.0, 0), (False, 0.9, 0), (False, 1.0, 4)],
-)
-def test_speculative_and_sequential_generation_make_the_same_frames(greedy, top_p, place_rank):
+@pytest.mark.parametrize(("greedy", "top_p"), [(False, 1.0), (True, 1.0), (False, 0.9)])
+def test_speculative_and_sequential_generation_make_the_same_frames(greedy, top_p):
     frames = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
     runs, forwards = [], []
     for speculative in (False, True):
-        game = make_game(max_frames=3, place_rank=place_rank)  # 8 steps: three slides
+        game = make_game(max_frames=3)  # 8 steps: three slides
         game.speculative, game.greedy, game.top_p = speculative, greedy, top_p
         with torch.no_grad():  # code 5 likely but not sure: some guesses right, some wrong
             game.world_model.obs_head[-1].bias[5] = 6.0

@@ -158,8 +158,6 @@ def load_bundle(
     if payload["world_model"] is not None:
         world_model = _build(path, world_model_cls, world_model_cfg, payload["world_model"])
         world_model.to(device).eval()
-        if kind == "iris" and world_model.cfg.place_content:  # from the tokenizer, not stored
-            world_model.set_place_content(tokenizer.token_patches())
     elif require_world_model:
         raise BundleError(f"{path}: holds a tokenizer only, no world model")
     return Bundle(

@@ -89,7 +89,6 @@ class LearnedGame:
         max_frames = self.cfg.max_frames
         self.keep_frames = max(1, min(keep_frames or max_frames // 2, max_frames - 1))
         self.cache = None
-        self.places = None  # the world model's place_tables(), made at reset
         self.frame_tokens: torch.Tensor | None = None  # (B, n, K) the frames in context
         self.actions: torch.Tensor | None = None  # (B, n-1) the actions between them
 
@@ -121,8 +120,6 @@ class LearnedGame:
         actions = torch.zeros(b, 0, dtype=torch.long) if actions is None else actions
         self.frame_tokens, self.actions = tokens, actions.to(self.device).long()
         self.cache = self.world_model.new_cache(b, self.device)
-        # The world model's place vectors, made once per game (see WorldModel.place_tables).
-        self.places = self.world_model.place_tables()
         self._prefill()
         return to_uint8_frames(self._decode(tokens[:, -1].contiguous()))  # as step() has it
 
@@ -134,7 +131,7 @@ class LearnedGame:
         pad = torch.zeros(b, 1, dtype=torch.long, device=self.device)
         sequence = self.world_model.interleave(self.frame_tokens, torch.cat([self.actions, pad], 1))
         # all but the trailing action
-        self.world_model.hidden(sequence[:, :-1], self.cache, self.places)
+        self.world_model.hidden(sequence[:, :-1], self.cache)
 
     def _sampling_games(self, b: int) -> list[bool]:
         """Which of the b games sample (the others take the likeliest tokens); plain bools,
@@ -175,7 +172,7 @@ class LearnedGame:
         keys/values (the caller appends those it keeps)."""
         self.forwards += 1
         position, kv = self.cache.position, self.cache.kv
-        return self._extend_and_sample(tokens, position, kv, self.places, *sampling, gumbel)
+        return self._extend_and_sample(tokens, position, kv, *sampling, gumbel)
 
     def _sequential(
         self, block: torch.Tensor, gumbel: torch.Tensor, sampling: Sampling

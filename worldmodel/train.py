@@ -79,22 +79,6 @@ def git_revision() -> str:
         return "unknown"
 
 
-def make_datamodule(
-    cfg: DictConfig, stage: str, module: L.LightningModule, spec: EnvSpec, **data_overrides
-) -> L.LightningDataModule:
-    """The stage's data. With hard-example picking a step trains on 1/pool of the frames the
-    data brings; validation batches stay the size a step trains on (the loss's static scene
-    is a per-batch median, so the batch size shapes the validation loss)."""
-    batch_size = cfg[stage].batch_size
-    return instantiate(
-        cfg.data,
-        env=spec,
-        batch_size=batch_size * getattr(module, "hard_example_pool", 1),
-        val_batch_size=batch_size,
-        **data_overrides,
-    )
-
-
 def fit_stage(
     cfg: DictConfig, stage: str, module: L.LightningModule, spec: EnvSpec, **data_overrides
 ) -> tuple[L.Trainer, Path]:
@@ -104,7 +88,7 @@ def fit_stage(
     # ran before it in this process.
     L.seed_everything(cfg.seed + STAGES.index(stage), workers=True)
     stage_dir, checkpoints = Path(cfg.paths.output_dir) / stage, checkpoint_dir(cfg, stage)
-    datamodule = make_datamodule(cfg, stage, module, spec, **data_overrides)
+    datamodule = instantiate(cfg.data, env=spec, batch_size=stage_cfg.batch_size, **data_overrides)
     loggers = make_loggers(cfg, stage)
     try:
         trainer: L.Trainer = instantiate(
@@ -160,15 +144,12 @@ def warm_start_tokenizer(tokenizer: Tokenizer, path: str) -> None:
 
 def warm_start(world_model: torch.nn.Module, path: str) -> None:
     """Start from another run's world-model weights (new optimizer, step 0): to go on at
-    another learning rate, or on a tokenizer trained further. All weights load, except
-    that a model without place vectors (place_rank=0) goes into one with them, which keep
-    their initialisation (the outputs stay as they were). On a new tokenizer the rows tied
-    to token ids (token embedding, output head) carry over only as far as its ids keep
-    their meaning (experiments/align_token_ids.py renumbers them)."""
+    another learning rate, or on a tokenizer trained further. All weights load; on a new
+    tokenizer the rows tied to token ids (token embedding, output head) carry over only as
+    far as its ids keep their meaning (experiments/align_token_ids.py renumbers them)."""
     mismatch = f"{path}: its world model does not fit world_model's config"
     weights, _ = load_world_model_state(path)
-    places = {k: v for k, v in world_model.state_dict().items() if k.startswith("place_")}
-    load_weights(world_model, {**places, **weights}, mismatch)
+    load_weights(world_model, weights, mismatch)
     log.info("world model initialised from %s", path)
 
 

@@ -246,16 +246,12 @@ class StreamingDataModule(L.LightningDataModule):
         val_seed: int = VAL_SEED,
         val_frame_stride: int = 4,
         tokenizer: torch.nn.Module | None = None,
-        val_batch_size: int | None = None,
     ) -> None:
-        """With a (frozen) `tokenizer`, segments also carry each frame's tokens.
-        `val_batch_size` (default: `batch_size`) for when a training batch is a pool of
-        candidates, not what a step trains on."""
+        """With a (frozen) `tokenizer`, segments also carry each frame's tokens."""
         super().__init__()
         self.encode = None if tokenizer is None else FrameEncoder(tokenizer)
         self.env, self.policy, self.val_policy = env, policy, val_policy
         self.mode, self.batch_size, self.seq_len = mode, batch_size, seq_len
-        self.val_batch_size = val_batch_size or batch_size
         self.num_envs, self.buffer_steps, self.warmup_steps = num_envs, buffer_steps, warmup_steps
         self.collect_steps_per_batch, self.num_workers, self.seed = (
             collect_steps_per_batch,
@@ -317,4 +313,4 @@ class StreamingDataModule(L.LightningDataModule):
             self._val = HeldOutDataset(
                 self.held_out(), self.mode, self.seq_len, self.val_frame_stride, self.encode
             )
-        return DataLoader(self._val, batch_size=self.val_batch_size, shuffle=False)
+        return DataLoader(self._val, batch_size=self.batch_size, shuffle=False)

@@ -92,11 +92,9 @@ def log_image(loggers: list[Logger], key: str, image: np.ndarray, step: int) -> 
             Image.fromarray(image).save(path)
 
 
-def revive_and_sync_codes(
-    module: L.LightningModule, quantizer: VectorQuantizer, priority: torch.Tensor | None = None
-) -> int:
+def revive_and_sync_codes(module: L.LightningModule, quantizer: VectorQuantizer) -> int:
     """Revive the quantizer's dead codes after an optimizer step; returns how many."""
-    revived = quantizer.revive_dead_codes_(priority)
+    revived = quantizer.revive_dead_codes_()
     if module.trainer.world_size > 1:
         # Each rank revives from its own batch; DDP only syncs gradients, so make every
         # rank take rank 0's codebook or the copies drift apart. In place, on the device

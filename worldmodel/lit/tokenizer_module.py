@@ -72,24 +72,6 @@ def moving_mask(target: torch.Tensor, recon: torch.Tensor, threshold: float) -> 
     return deviates(target, static, threshold) | deviates(recon.detach(), static, threshold)
 
 
-@dataclass
-class PixelErrors:
-    """Per pixel, what the loss's pixel terms are made of."""
-
-    weighted_abs: torch.Tensor  # (B, 3, H, W) absolute error x weights
-    weights: torch.Tensor  # (B, 1, H, W) 1 + foreground and moving-pixel weights
-    moving: torch.Tensor  # (B, 1, H, W) bool, see moving_mask
-    # (B, 1, H, W) squared error summed over colours, on moving pixels only
-    moving_squared: torch.Tensor
-
-    def loss_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) x 2: each frame's share of the L1 term and of the moving squared-error term
-        (unweighted); over the batch they sum to the terms themselves."""
-        l1 = self.weighted_abs.flatten(1).sum(1) / self.weights.sum() / self.weighted_abs.shape[1]
-        squared = self.moving_squared.flatten(1).sum(1) / self.moving.sum().clamp_min(1)
-        return l1, squared
-
-
 class TokenizerModule(FrozenPerceptualWeights, L.LightningModule):
     """`model` and `loss` are plain dicts (TokenizerConfig / TokenizerLoss fields), so the
     checkpoint's hyper-parameters load with `torch.load(weights_only=True)`."""
@@ -105,26 +87,12 @@ class TokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         image_log_every_n_steps: int = 500,
         nonfinite: str = "stop",
         compile: bool = False,
-        revive_by: str = "latent",
-        hard_example_pool: int = 1,
     ) -> None:
-        """With `hard_example_pool=k` the data brings k candidate frames per trained frame and
-        the step trains on 1/k of them, drawn by how badly they are drawn now."""
         super().__init__()
         self.save_hyperparameters()
         self.tokenizer = Tokenizer(TokenizerConfig(**model))
         if compile:  # in place: the state-dict keys (and so checkpoints) stay the same
             self.tokenizer.compile()
-        if revive_by not in ("latent", "pixels"):
-            raise ValueError(f"revive_by must be 'latent' or 'pixels', got {revive_by!r}")
-        # Where dead codes go: onto the encoder outputs the quantizer serves worst ("latent"),
-        # or onto the patches drawn worst ("pixels", by the weighted L1 of the loss). A ball
-        # patch is barely off its code in latent space but is the worst-drawn patch of all.
-        self.revive_by = revive_by
-        if hard_example_pool < 1:
-            raise ValueError(f"hard_example_pool must be >= 1, got {hard_example_pool}")
-        self.hard_example_pool = hard_example_pool
-        self._revival_priority: torch.Tensor | None = None
         self.loss_cfg = loss = TokenizerLoss(**loss)
         self.perceptual = (
             PerceptualLoss(loss.perceptual_net) if loss.perceptual_weight > 0 else None
@@ -134,20 +102,6 @@ class TokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         self._val_token_counts: torch.Tensor | None = None
         self.throughput = Throughput()
 
-    def pixel_errors(self, target: torch.Tensor, recon: torch.Tensor) -> PixelErrors:
-        """target, recon (B, 3, H, W) in [0, 1]."""
-        cfg = self.loss_cfg
-        weights = 1.0 + cfg.foreground_weight * foreground_mask(target, cfg.foreground_threshold)
-        moving = moving_mask(target, recon, cfg.foreground_threshold)
-        weights = weights + cfg.moving_weight * moving
-        error = recon - target
-        return PixelErrors(
-            weighted_abs=error.abs() * weights,
-            weights=weights,
-            moving=moving,
-            moving_squared=error.pow(2).sum(1, keepdim=True) * moving,
-        )
-
     def losses(
         self, frames: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -155,49 +109,23 @@ class TokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         out = self.tokenizer(target)
         recon = out.reconstruction
         cfg = self.loss_cfg
-        errors = self.pixel_errors(target, recon)
-        l1, moving_squared = (share.sum() for share in errors.loss_terms())
-        if self.training and self.revive_by == "pixels":
-            per_token = F.avg_pool2d(
-                errors.weighted_abs.detach().sum(1, keepdim=True), self.tokenizer.patch
-            )
-            self._revival_priority = per_token.flatten()  # the quantizer's (B, h, w) order
+        weights = 1.0 + cfg.foreground_weight * foreground_mask(target, cfg.foreground_threshold)
+        moving = moving_mask(target, recon, cfg.foreground_threshold)
+        weights = weights + cfg.moving_weight * moving
+        error = recon - target
         terms = {
-            "l1": cfg.l1_weight * l1,
+            "l1": cfg.l1_weight * (error.abs() * weights).mean() / weights.mean(),
             "codebook": cfg.codebook_weight * out.quantized.codebook_loss,
             "commitment": cfg.commitment_weight * out.quantized.commitment_loss,
         }
         if cfg.moving_l2_weight > 0:
-            terms["moving_l2"] = cfg.moving_l2_weight * moving_squared
+            squared = error.pow(2).sum(1, keepdim=True) * moving
+            terms["moving_l2"] = cfg.moving_l2_weight * squared.sum() / moving.sum().clamp_min(1)
         if self.perceptual is not None:
             terms["perceptual"] = cfg.perceptual_weight * self.perceptual(recon.clamp(0, 1), target)
         return terms, recon, out.quantized.tokens
 
-    @torch.no_grad()
-    def pick_hard_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """1/`hard_example_pool` of the frames, drawn with probability proportional to each
-        frame's share of the loss's pixel terms (L1 and moving squared error) now.
-
-        Uniform batches starve the rare patches: in Pong a paddle patch that also holds the
-        ball needs a code per (paddle height, ball place) pair, and each pair turns up a few
-        times in a whole run. Drawing (not taking the worst) keeps some easy frames in every
-        batch, so what is already drawn well is still trained.
-        """
-        # In eval mode: scoring candidates must not count as using codes (dead-code revival).
-        self.tokenizer.eval()
-        try:
-            target = to_float_frames(frames)
-            errors = self.pixel_errors(target, self.tokenizer(target).reconstruction)
-        finally:
-            self.tokenizer.train()
-        l1, squared = errors.loss_terms()
-        per_frame = self.loss_cfg.l1_weight * l1 + self.loss_cfg.moving_l2_weight * squared
-        keep = torch.multinomial(per_frame + 1e-12, len(frames) // self.hard_example_pool)
-        return frames[keep]
-
     def training_step(self, frames: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        if self.hard_example_pool > 1:
-            frames = self.pick_hard_frames(frames)
         terms, recon, tokens = self.losses(frames)
         if not losses_are_finite(self, terms):
             return None  # Lightning skips the optimizer step
@@ -224,7 +152,7 @@ class TokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        revived = revive_and_sync_codes(self, self.tokenizer.quantizer, self._revival_priority)
+        revived = revive_and_sync_codes(self, self.tokenizer.quantizer)
         self.log("train/revived_codes", float(revived))
 
     def on_validation_epoch_start(self) -> None:

@@ -46,11 +46,8 @@ class WorldModelModule(L.LightningModule):
         from_tokenizer = {
             "tokens_per_frame": tok.tokens_per_frame,
             "num_codes": tok.num_codes,
-            "patch_size": tokenizer.patch,
         }
         self.world_model = WorldModel(WorldModelConfig(**{**from_tokenizer, **model}))
-        if self.world_model.cfg.place_content:
-            self.world_model.set_place_content(tokenizer.token_patches())
         if compile:  # in place: the state-dict keys (and so checkpoints) stay the same
             self.world_model.compile()
         self.cfg = self.world_model.cfg

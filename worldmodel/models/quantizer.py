@@ -112,10 +112,9 @@ class VectorQuantizer(nn.Module):
         self._latest_inputs, self._latest_errors = flat, errors
 
     @torch.no_grad()
-    def revive_dead_codes_(self, priority: torch.Tensor | None = None) -> int:
+    def revive_dead_codes_(self) -> int:
         """Move codes idle for `dead_after` steps onto recent encoder outputs, drawn with
-        probability proportional to how badly they are quantized now (k-means++ style), or
-        to `priority` (one weight per encoder output of the latest batch) when given.
+        probability proportional to how badly they are quantized now (k-means++ style).
 
         Uniform draws would mostly pick background cells, which already have a good code;
         the cells holding the ball or a paddle are the rare, badly served ones. Called after
@@ -126,7 +125,6 @@ class VectorQuantizer(nn.Module):
         if not self.revive_dead_codes or inputs is None:
             return 0
         dead = (self.idle_steps > self.dead_after).nonzero().squeeze(1)
-        weights = self._latest_errors if priority is None else priority.reshape(inputs.shape[:2])
         # A book's dead codes go onto the encoder outputs at that book's positions, one code
         # per output: copies of one output could not all be chosen (the nearest-code search
         # picks the first of equals), so the rest of the dead codes wait for the next batch.
@@ -134,7 +132,7 @@ class VectorQuantizer(nn.Module):
         revived = 0
         for book in (dead // self.num_codes).unique():
             book_inputs = inputs[:, input_book == book].reshape(-1, self.dim)
-            book_weights = weights[:, input_book == book].reshape(-1) + 1e-12
+            book_weights = self._latest_errors[:, input_book == book].reshape(-1) + 1e-12
             codes = dead[dead // self.num_codes == book][: len(book_inputs)]
             picks = torch.multinomial(book_weights, len(codes))
             self.codebook.weight[codes] = book_inputs[picks]

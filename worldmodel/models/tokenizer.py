@@ -124,14 +124,3 @@ class Tokenizer(nn.Module):
         z = self._latents(frames).permute(0, 2, 3, 1)
         z = self.quantizer.prepare(z).permute(0, 3, 1, 2)
         return self._draw(z).clamp(0, 1)
-
-    @torch.no_grad()
-    def token_patches(self) -> torch.Tensor:
-        """What each token id draws at each place: (K, num_codes, 3, p, p) in [0, 1], from one
-        decode per id with every place set to it (a patch's pixels depend mostly on its own
-        token; its neighbours are then the same id, not a real frame's context, which blurs
-        its edges a little)."""
-        k, v = self.cfg.tokens_per_frame, self.cfg.num_codes
-        ids = torch.arange(v, device=self.quantizer.codebook.weight.device)[:, None].expand(v, k)
-        frames = torch.cat([self.decode(chunk) for chunk in ids.split(128)])
-        return self.to_patches(frames).unflatten(0, (v, k)).transpose(0, 1)

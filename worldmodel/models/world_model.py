@@ -44,10 +44,6 @@ def gumbel_pick(
     return (logits + gumbel).argmax(-1)
 
 
-# (K * num_codes, r) input and (K, num_codes, r) output place vectors, or None without them
-PlaceTables = tuple[torch.Tensor, torch.Tensor] | None
-
-
 @dataclass
 class WorldModelConfig:
     tokens_per_frame: int = 16
@@ -58,31 +54,12 @@ class WorldModelConfig:
     n_heads: int = 4
     d_model: int = 256
     dropout: float = 0.1
-    # With a codebook per token position (the tokenizer's codebook_per_position) an id means
-    # something else at each place in the frame, while the embedding and the output head are
-    # one row per id. place_rank > 0 gives every (place, id) pair a private vector of this
-    # size, projected into the input embedding and into the output logits; the projections
-    # start at zero, so the model starts as the one without them (world_model.init_from).
-    place_rank: int = 0
-    # True: the place vectors are not free parameters but a projection of what each token
-    # draws at its place (its decoded patch, set_place_content), so that tokens which draw
-    # alike (a ball one pixel apart) share what the model learns of them, where free vectors
-    # (and the embedding rows) must each be learned from their own few appearances.
-    place_content: bool = False
-    patch_size: int = 16  # a token's patch of the frame, in pixels (from the tokenizer)
 
     def __post_init__(self) -> None:
-        if self.place_content and not self.place_rank:
-            raise ValueError("place_content needs place vectors: set place_rank > 0")
         if self.max_frames < 2:
             raise ValueError(
                 f"max_frames must be >= 2 (a frame and the next), got {self.max_frames}"
             )
-
-    @property
-    def place_content_dim(self) -> int:
-        """Numbers per (place, token) in the content: an RGB patch."""
-        return 3 * self.patch_size**2
 
     @property
     def block_len(self) -> int:
@@ -118,48 +95,7 @@ class WorldModel(nn.Module):
         self.obs_head = head(cfg.d_model, cfg.num_codes)
         self.reward_head = head(cfg.d_model, 3)
         self.end_head = head(cfg.d_model, 2)
-        if cfg.place_rank:
-            places, rank = cfg.tokens_per_frame, cfg.place_rank
-            if cfg.place_content:
-                self.place_content_proj = nn.Linear(cfg.place_content_dim, rank)
-                # (K, num_codes, place_content_dim): from the tokenizer, so not saved
-                self.register_buffer("place_content_table", None, persistent=False)
-            else:
-                self.place_in = nn.Embedding(places * cfg.num_codes, rank)
-                self.place_out = nn.Parameter(torch.empty(places, cfg.num_codes, rank))
-            self.place_in_proj = nn.Linear(rank, cfg.d_model, bias=False)
-            self.place_out_proj = nn.Linear(cfg.d_model, rank, bias=False)
         init_gpt2_weights(self, cfg.n_layers)
-        if cfg.place_content:  # unit-variance place vectors from unit-variance content
-            nn.init.normal_(self.place_content_proj.weight, std=cfg.place_content_dim**-0.5)
-        if cfg.place_rank:
-            nn.init.zeros_(self.place_in_proj.weight)
-            nn.init.zeros_(self.place_out_proj.weight)
-
-    def set_place_content(self, patches: torch.Tensor) -> None:
-        """What each token draws at each place, (K, num_codes, 3, p, p)
-        (Tokenizer.token_patches), for place_content."""
-        expected = (self.cfg.tokens_per_frame, self.cfg.num_codes, self.cfg.place_content_dim)
-        if patches.dim() < 3 or tuple(patches.flatten(2).shape) != expected:
-            raise ValueError(f"place content of shape {tuple(patches.shape)}, expected {expected}")
-        content = patches.flatten(2).to(self.embed.weight.device, self.embed.weight.dtype)
-        # What sets a token apart from the others at its place, in units of the spread of all.
-        content = content - content.mean(dim=1, keepdim=True)
-        self.place_content_table = content / content.std().clamp_min(1e-6)
-
-    def place_tables(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The place vectors read with the input tokens, (K * num_codes, r), and the ones the
-        output scores, (K, num_codes, r); None without place vectors. Content vectors are a
-        projection of all the content, so generation makes them once per game
-        (LearnedGame.reset) and passes them in; a forward without them makes its own."""
-        if not self.cfg.place_rank:
-            return None
-        if not self.cfg.place_content:
-            return self.place_in.weight, self.place_out
-        if self.place_content_table is None:
-            raise RuntimeError("place_content: call set_place_content(patches) first")
-        vectors = self.place_content_proj(self.place_content_table)
-        return vectors.flatten(0, 1), vectors
 
     def interleave(self, frame_tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """(B, L, K) frame tokens and (B, L) actions -> (B, L*(K+1)) one sequence."""
@@ -168,68 +104,26 @@ class WorldModel(nn.Module):
     def new_cache(self, batch: int, device: torch.device) -> KVCache:
         return KVCache(self.transformer_cfg, batch, device)
 
-    def _slots(self, start: int | torch.Tensor, n: int) -> torch.Tensor:
-        """Where in its frame block (0..K-1 a frame token, K the action) each of n tokens
-        from sequence position `start` on sits."""
-        device = self.embed.weight.device
-        return (start + torch.arange(n, device=device)) % self.cfg.block_len
-
-    def _embed(
-        self, tokens: torch.Tensor, start: int | torch.Tensor, places: PlaceTables
-    ) -> torch.Tensor:
-        """(B, T) tokens that start at sequence position `start` -> (B, T, D)."""
-        x = self.embed(tokens)
-        if places is None:
-            return x
-        k, v = self.cfg.tokens_per_frame, self.cfg.num_codes
-        slots = self._slots(start, tokens.shape[1])
-        # Action slots look up a frame-token row (ids clamped) that the mask then drops.
-        pair = slots.clamp(max=k - 1) * v + tokens.clamp(max=v - 1)
-        inputs, _ = places
-        return x + self.place_in_proj(inputs[pair]) * (slots < k)[:, None]
-
-    def _obs_logits(
-        self, h: torch.Tensor, start: int | torch.Tensor, places: PlaceTables
-    ) -> torch.Tensor:
-        """Next-token logits (B, T, num_codes) from the hidden states of tokens at `start`..:
-        the token after slot s is the frame token at place s + 1 (after the action: place 0)."""
-        logits = self.obs_head(h)
-        if places is None:
-            return logits
-        k = self.cfg.tokens_per_frame
-        # The last frame token predicts the action: no frame token, any place will do.
-        next_places = ((self._slots(start, h.shape[1]) + 1) % self.cfg.block_len).clamp(max=k - 1)
-        _, outputs = places
-        return logits + torch.einsum("btr,tvr->btv", self.place_out_proj(h), outputs[next_places])
-
-    def hidden(
-        self, tokens: torch.Tensor, cache: KVCache | None = None, places: PlaceTables = None
-    ) -> torch.Tensor:
-        """`places`: this model's place_tables(), if the caller has them already."""
-        places = places if places is not None else self.place_tables()
-        start = 0 if cache is None else cache.length
-        return self.transformer(self._embed(tokens, start, places), cache)
+    def hidden(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        return self.transformer(self.embed(tokens), cache)
 
     def extend(
         self,
         tokens: torch.Tensor,
         position: torch.Tensor,
         kv: torch.Tensor,
-        places: PlaceTables = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Generation: T tokens per sequence (B, T) after the `position` cached ones, against
         a cache's `kv` (read only) -> hidden (B, T, D), next-token logits (B, T, num_codes),
-        the tokens' keys/values. See Transformer.extend. `places`: as in hidden()."""
-        places = places if places is not None else self.place_tables()
-        h, new_kv = self.transformer.extend(self._embed(tokens, position, places), position, kv)
-        return h, self._obs_logits(h, position, places), new_kv
+        the tokens' keys/values. See Transformer.extend."""
+        h, new_kv = self.transformer.extend(self.embed(tokens), position, kv)
+        return h, self.obs_head(h), new_kv
 
     def extend_and_sample(
         self,
         tokens: torch.Tensor,
         position: torch.Tensor,
         kv: torch.Tensor,
-        places: PlaceTables,
         inv_temperature: torch.Tensor,
         top_p: torch.Tensor | None,
         gumbel: torch.Tensor,
@@ -237,20 +131,15 @@ class WorldModel(nn.Module):
         """extend() that also picks each position's next token (gumbel_pick, with `gumbel`
         (B, T, num_codes); inside the compiled graph it costs next to nothing).
         Returns hidden (B, T, D), tokens (B, T), keys/values."""
-        h, logits, new_kv = self.extend(tokens, position, kv, places)
+        h, logits, new_kv = self.extend(tokens, position, kv)
         return h, gumbel_pick(logits, inv_temperature, top_p, gumbel), new_kv
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> WorldModelOutput:
-        start = 0 if cache is None else cache.length  # before hidden() advances the cache
-        places = self.place_tables()  # once per forward: a projection of all the content
-        h = self.hidden(tokens, cache, places)
-        obs_logits = self._obs_logits(h, start, places)
-        return WorldModelOutput(h, obs_logits, self.reward_head(h), self.end_head(h))
+        h = self.hidden(tokens, cache)
+        return WorldModelOutput(h, self.obs_head(h), self.reward_head(h), self.end_head(h))
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """Weight decay on matrices of linear layers only (not norms, biases, embeddings: the
-        free place vectors' tables are embeddings too; all projections, the content one
-        too, are linear layers)."""
+        """Weight decay on matrices of linear layers only (not norms, biases, embeddings)."""
         decay, no_decay = [], []
         for module in self.modules():
             for name, p in module.named_parameters(recurse=False):
