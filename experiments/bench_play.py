@@ -119,9 +119,11 @@ def main() -> None:
     measures = {
         "fps_cached": lambda: fps_cached(bundle, 1, args.steps),
         # (a context-aware game has one schedule: the cached one)
-        "fps_sequential": lambda: fps_cached(bundle, 1, args.steps, speculative=False)
-        if bundle.kind == "iris"
-        else (float("nan"), float("nan")),
+        "fps_sequential": lambda: (
+            fps_cached(bundle, 1, args.steps, speculative=False)
+            if bundle.kind == "iris"
+            else (float("nan"), float("nan"))
+        ),
         "fps_eager": lambda: fps_cached(bundle, 1, args.steps, compile=False),
         "fps_baseline": lambda: (
             fps_baseline(bundle, max(10, args.steps // 4)),

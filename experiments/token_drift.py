@@ -24,7 +24,9 @@ def held_out_tokens(old: Tokenizer, new: Tokenizer, data_dir: str) -> tuple[np.n
         if getattr(old.cfg, field) != getattr(new.cfg, field):
             raise SystemExit(f"the tokenizers differ in {field}: their tokens cannot be compared")
     frames = held_out_frames(EnvSpec(frame_size=old.cfg.autoencoder.resolution), data_dir)
-    return FrameEncoder(old)(frames), FrameEncoder(new)(frames)
+    # IRIS tokens are the frame's own: the action and next frame do not enter.
+    actions = np.zeros(len(frames), np.int64)
+    return FrameEncoder(old)(frames, actions, frames), FrameEncoder(new)(frames, actions, frames)
 
 
 def main() -> None:
