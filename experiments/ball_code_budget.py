@@ -24,7 +24,6 @@ codes this well. It ignores what the decoder could take from neighbouring tokens
 """
 
 import argparse
-import functools
 from dataclasses import fields
 from pathlib import Path
 
@@ -32,9 +31,8 @@ import numpy as np
 from report import markdown_table, write_report
 from tokenizer_report import held_out_frames
 
-from worldmodel.data.datamodule import VAL_MAX_STEPS, held_out_episodes
+from worldmodel.data.held_out import DEFAULT, HeldOut, held_out_episodes
 from worldmodel.envs import EnvSpec
-from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.eval.pong_detector import PongObjects, detect
 
 PATCH, GRID, TOLERANCE_PX = 16, 4, 1.0  # 64x64 frames in 4x4 tokens, as the detector sees them
@@ -151,11 +149,8 @@ def main() -> None:
     spec = EnvSpec()
     episodes = held_out_episodes(
         spec,
-        functools.partial(TrackerPolicy),  # as the configs give it: its repr names the folder
         Path(args.data_dir) / "budget",
-        args.episodes,
-        VAL_MAX_STEPS,
-        SAMPLE_SEED,
+        HeldOut(args.episodes, DEFAULT.max_steps, SAMPLE_SEED),
     )
     # Episode by episode: the detector works in float32, 16 bytes a pixel for 100k+ frames.
     found = [detect(e.frames[1:]) for e in episodes]

@@ -14,7 +14,6 @@ DIR/delta_tokenizer_grid.png (rows: previous, real, drawn, |difference|).
 """
 
 import argparse
-import functools
 import json
 from pathlib import Path
 
@@ -22,9 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
+from worldmodel.data.held_out import DEFAULT, HeldOut, held_out_episodes
 from worldmodel.envs import EnvSpec
-from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.eval.pong_detector import compare, detect
 from worldmodel.frames import to_uint8_frames
 from worldmodel.lit.delta_tokenizer_module import DeltaTokenizerModule
@@ -80,18 +78,13 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--data-dir", default="data/val")
     parser.add_argument("--chain", type=int, default=30)
-    parser.add_argument("--episodes", type=int, default=VAL_EPISODES)
-    parser.add_argument("--max-steps", type=int, default=VAL_MAX_STEPS)
+    parser.add_argument("--episodes", type=int, default=DEFAULT.episodes)
+    parser.add_argument("--max-steps", type=int, default=DEFAULT.max_steps)
     args = parser.parse_args()
     module = DeltaTokenizerModule.load_from_checkpoint(args.ckpt, map_location="cpu")
     model = module.tokenizer.eval()
     episodes = held_out_episodes(
-        EnvSpec(),
-        functools.partial(TrackerPolicy),
-        args.data_dir,
-        args.episodes,
-        args.max_steps,
-        seed=VAL_SEED,
+        EnvSpec(), args.data_dir, HeldOut(args.episodes, args.max_steps, DEFAULT.seed)
     )
     # Pairs from frame 1 on: frame 0 of an episode has another palette and no frame before.
     previous = np.concatenate([e.frames[1:-1] for e in episodes])

@@ -8,7 +8,6 @@ validation set of training (tracker policy, fixed seed), collected once into dat
 """
 
 import argparse
-import functools
 import json
 import sys
 import time
@@ -19,10 +18,9 @@ import torch
 from PIL import Image
 
 from worldmodel.bundle import load_tokenizer
-from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
 from worldmodel.data.episode import Episode
+from worldmodel.data.held_out import DEFAULT, HeldOut, held_out_episodes
 from worldmodel.envs import EnvSpec
-from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.eval.pong_detector import PongObjects, compare, detect
 from worldmodel.frames import to_uint8_frames
 from worldmodel.models.quantizer import codebook_stats
@@ -38,17 +36,21 @@ TARGETS = {
 
 
 def held_out_tracker_episodes(
-    spec: EnvSpec, data_dir: str, episodes: int = VAL_EPISODES, max_steps: int = VAL_MAX_STEPS
+    spec: EnvSpec,
+    data_dir: str,
+    episodes: int = DEFAULT.episodes,
+    max_steps: int = DEFAULT.max_steps,
 ) -> list[Episode]:
     """The held-out tracker episodes that training validates on (collected once into
     `data_dir`)."""
-    return held_out_episodes(
-        spec, functools.partial(TrackerPolicy), data_dir, episodes, max_steps, seed=VAL_SEED
-    )
+    return held_out_episodes(spec, data_dir, HeldOut(episodes, max_steps, DEFAULT.seed))
 
 
 def held_out_frames(
-    spec: EnvSpec, data_dir: str, episodes: int = VAL_EPISODES, max_steps: int = VAL_MAX_STEPS
+    spec: EnvSpec,
+    data_dir: str,
+    episodes: int = DEFAULT.episodes,
+    max_steps: int = DEFAULT.max_steps,
 ) -> np.ndarray:
     """The held-out tracker episodes' frames."""
     found = held_out_tracker_episodes(spec, data_dir, episodes, max_steps)
@@ -171,8 +173,8 @@ def main() -> None:
         default=None,
         help="train_info.json of the tokenizer stage (found by itself next to a stage checkpoint)",
     )
-    parser.add_argument("--episodes", type=int, default=VAL_EPISODES)
-    parser.add_argument("--max-steps", type=int, default=VAL_MAX_STEPS)
+    parser.add_argument("--episodes", type=int, default=DEFAULT.episodes)
+    parser.add_argument("--max-steps", type=int, default=DEFAULT.max_steps)
     args = parser.parse_args()
 
     start = time.time()
@@ -198,7 +200,8 @@ def main() -> None:
         "",
         f"Checkpoint: `{args.ckpt}`  ",
         "Command: `python experiments/tokenizer_report.py " + " ".join(sys.argv[1:]) + "`  ",
-        f"Held-out frames: {len(frames)} from {args.episodes} tracker episodes (seed {VAL_SEED})",
+        f"Held-out frames: {len(frames)} from {args.episodes} tracker episodes "
+        f"(seed {DEFAULT.seed})",
         "",
         *lines,
         "",

@@ -14,7 +14,7 @@ far higher on its own batches than on fresh play of the same policy has memorise
 
 import argparse
 import functools
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -24,15 +24,9 @@ from report import markdown_table, write_report
 from torch.utils.data import DataLoader
 
 from worldmodel.bundle import load_bundle
-from worldmodel.data.datamodule import (
-    VAL_EPISODES,
-    VAL_MAX_STEPS,
-    VAL_SEED,
-    FrameEncoder,
-    HeldOutDataset,
-    held_out_episodes,
-)
+from worldmodel.data.datamodule import FrameEncoder, HeldOutDataset
 from worldmodel.data.episode import Episode
+from worldmodel.data.held_out import DEFAULT, held_out_episodes
 from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.lit.world_model_module import WorldModelModule
 from worldmodel.train import CONFIG_DIR
@@ -79,7 +73,7 @@ def main() -> None:
         "held-out tracker play (validation)": (
             functools.partial(TrackerPolicy),
             args.data_dir / "val",
-            VAL_SEED,
+            DEFAULT.seed,
         ),
         f"fresh play of the training policy (+exp={args.exp})": (
             training_policy(args.exp),
@@ -89,7 +83,7 @@ def main() -> None:
     }
     results, rows = {}, []
     for name, (policy, root, seed) in sets.items():
-        episodes = held_out_episodes(bundle.spec, policy, root, VAL_EPISODES, VAL_MAX_STEPS, seed)
+        episodes = held_out_episodes(bundle.spec, root, replace(DEFAULT, seed=seed), policy)
         results[name] = accuracies(module, episodes)
         rows.append(
             [

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from worldmodel.data.datamodule import StreamingDataModule, StreamingDataset, derive_seed
+from worldmodel.data.held_out import HeldOut
 from worldmodel.envs.policies import TrackerPolicy
 
 
@@ -17,13 +18,12 @@ def make_dm(spec, tmp_path, **overrides) -> StreamingDataModule:
         warmup_steps=20,
         num_workers=0,
         val_dir=str(tmp_path / "val"),
-        val_episodes=1,
-        val_max_steps=60,
+        held_out=HeldOut(episodes=1, max_steps=60),
         seed=7,
     )
     settings.update(overrides)
     tracker = functools.partial(TrackerPolicy)
-    return StreamingDataModule(spec, tracker, tracker, **settings)
+    return StreamingDataModule(spec, tracker, **settings)
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])

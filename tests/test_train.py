@@ -4,7 +4,6 @@ import re
 import subprocess
 import sys
 from dataclasses import replace
-from functools import partial
 
 import numpy as np
 import pytest
@@ -13,9 +12,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from worldmodel.bundle import BundleError, load_bundle, load_tokenizer, save_bundle
-from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
+from worldmodel.data.held_out import held_out_episodes
 from worldmodel.envs import EnvSpec
-from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.models.world_model import WorldModel
 from worldmodel.train import CONFIG_DIR, warm_start
 
@@ -233,9 +231,7 @@ def test_token_ids_renamed_by_training_are_aligned_back_to_the_old_ones(smoke_ir
     run_experiment("align_token_ids.py", trained, renamed, "--out", aligned, "--data-dir", data_dir)
 
     # The held-out frames the script aligned on (collected there, read back here).
-    episodes = held_out_episodes(
-        EnvSpec(), partial(TrackerPolicy), data_dir, VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED
-    )
+    episodes = held_out_episodes(EnvSpec(), data_dir)
     frames = torch.from_numpy(np.concatenate([e.frames[1:] for e in episodes]))
     original = load_tokenizer(trained)
     tokens = original.encode(frames)

@@ -245,7 +245,7 @@ def tiny_world_model_module(**kwargs):
         model={**model, "num_actions": 6},
         tokenizer=Tokenizer(TokenizerConfig(**TINY)),
         lr=3e-3,
-        warmup_steps=1,
+        lr_warmup_steps=1,
         **kwargs,
     )
 

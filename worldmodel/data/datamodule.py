@@ -11,11 +11,8 @@ shared memory or locking and scale with `num_workers` like any DataLoader.
 """
 
 import copy
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -26,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from worldmodel.data.buffer import ReplayBuffer
 from worldmodel.data.collector import Collector
 from worldmodel.data.episode import Episode
+from worldmodel.data.held_out import DEFAULT, HeldOut, held_out_episodes
 from worldmodel.data.store import EpisodeStore
 from worldmodel.envs.atari import EnvSpec
 
@@ -189,37 +187,6 @@ class HeldOutDataset(Dataset):
         }
 
 
-def held_out_episodes(
-    spec: EnvSpec,
-    make_policy: Callable,
-    root: str | Path,
-    num_episodes: int,
-    max_steps: int,
-    seed: int,
-) -> list[Episode]:
-    """The validation episodes: collected once with a fixed seed, then read back from disk."""
-    # Everything that shapes the episodes is in the folder name, so a change never reuses them.
-    recipe = json.dumps([spec.to_dict(), repr(make_policy), seed, num_episodes, max_steps])
-    digest = hashlib.sha1(recipe.encode()).hexdigest()[:8]
-    tag = (
-        f"{spec.game_id.replace('/', '_')}-{spec.frame_size}px-seed{seed}-n{num_episodes}-{digest}"
-    )
-    store = EpisodeStore(Path(root) / tag)
-    if len(store) < num_episodes:
-        log.info("collecting %d held-out episodes into %s", num_episodes, store.root)
-        capped = EnvSpec(**{**spec.to_dict(), "max_episode_steps": max_steps})
-        buffer = ReplayBuffer(num_episodes, 1, (spec.frame_size,) * 2 + (3,))
-        collector = Collector(capped, make_policy, num_episodes, seed, buffer, store, name="val")
-        while collector.episodes_finished < num_episodes:
-            collector.collect(64)
-        collector.close()
-    return list(store.load_all())[:num_episodes]
-
-
-# The default held-out set (conf/data/stream.yaml): tracker play, so rallies and points happen.
-VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED = 2, 1000, 1234
-
-
 class StreamingDataModule(L.LightningDataModule):
     """Serves both stages: `mode="frames"` (tokenizer) or `mode="segments"` (world model)."""
 
@@ -227,7 +194,6 @@ class StreamingDataModule(L.LightningDataModule):
         self,
         env: EnvSpec,
         policy: Callable,
-        val_policy: Callable,
         *,
         mode: Mode = "frames",
         batch_size: int = 32,
@@ -241,16 +207,14 @@ class StreamingDataModule(L.LightningDataModule):
         episodes_dir: str | None = None,
         save_dir: str | None = None,
         val_dir: str = "data/val",
-        val_episodes: int = VAL_EPISODES,
-        val_max_steps: int = VAL_MAX_STEPS,
-        val_seed: int = VAL_SEED,
+        held_out: HeldOut = DEFAULT,
         val_frame_stride: int = 4,
         tokenizer: torch.nn.Module | None = None,
     ) -> None:
         """With a (frozen) `tokenizer`, segments also carry each frame's tokens."""
         super().__init__()
         self.encode = None if tokenizer is None else FrameEncoder(tokenizer)
-        self.env, self.policy, self.val_policy = env, policy, val_policy
+        self.env, self.policy = env, policy
         self.mode, self.batch_size, self.seq_len = mode, batch_size, seq_len
         self.num_envs, self.buffer_steps, self.warmup_steps = num_envs, buffer_steps, warmup_steps
         self.collect_steps_per_batch, self.num_workers, self.seed = (
@@ -259,8 +223,8 @@ class StreamingDataModule(L.LightningDataModule):
             seed,
         )
         self.episodes_dir, self.save_dir = episodes_dir, save_dir
-        self.val_dir, self.val_episodes, self.val_max_steps = val_dir, val_episodes, val_max_steps
-        self.val_seed, self.val_frame_stride = val_seed, val_frame_stride
+        self.val_dir, self.held_out_spec = val_dir, held_out
+        self.val_frame_stride = val_frame_stride
         self._val: HeldOutDataset | None = None
 
     @property
@@ -268,14 +232,7 @@ class StreamingDataModule(L.LightningDataModule):
         return self.trainer.global_rank if self.trainer is not None else 0
 
     def held_out(self) -> list[Episode]:
-        return held_out_episodes(
-            self.env,
-            self.val_policy,
-            self.val_dir,
-            self.val_episodes,
-            self.val_max_steps,
-            self.val_seed,
-        )
+        return held_out_episodes(self.env, self.val_dir, self.held_out_spec)
 
     def prepare_data(self) -> None:
         self.held_out()  # collected once, on one process

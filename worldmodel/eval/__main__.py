@@ -16,15 +16,15 @@ import functools
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from worldmodel.bundle import Bundle, BundleError, load_bundle
-from worldmodel.data.datamodule import VAL_EPISODES, VAL_MAX_STEPS, VAL_SEED, held_out_episodes
 from worldmodel.data.episode import Episode
+from worldmodel.data.held_out import HeldOut, held_out_episodes
 from worldmodel.envs.policies import RandomPolicy, TrackerPolicy
 from worldmodel.eval import report
 from worldmodel.eval.closed_loop import closed_loop
@@ -57,13 +57,14 @@ class EvalSettings:
     dreams: int = 4  # sampled closed-loop dreams (and one greedy)
     out: str = "experiments/reports/fidelity"
     data_dir: str = "data/val"
-    episodes: int = VAL_EPISODES  # the held-out set training validated on
-    max_steps: int = VAL_MAX_STEPS
+    # The held-out set: by default the one the bundle's training validated on
+    episodes: int | None = None
+    max_steps: int | None = None
 
     def check(self) -> None:
         """Every out-of-range setting is one clear error, before any work starts."""
         for name in ("context", "horizon", "rollouts", "dreams", "episodes", "max_steps"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.closed_loop_steps < 10:
             raise ValueError(f"closed_loop_steps must be at least 10, got {self.closed_loop_steps}")
@@ -127,14 +128,13 @@ def open_loop(
 def evaluate(cfg: EvalSettings, bundle: Bundle) -> tuple[dict, dict]:
     """All sections; returns the results (fidelity.json) and the frames for the media."""
     context = min(cfg.context, bundle.world_model.cfg.max_frames - 1)
-    held_out = functools.partial(
-        held_out_episodes,
-        bundle.spec,
-        root=cfg.data_dir,
-        num_episodes=cfg.episodes,
-        max_steps=cfg.max_steps,
-        seed=VAL_SEED,
+    trained_on = HeldOut.of_training(bundle.train_config)
+    spec = replace(
+        trained_on,
+        episodes=cfg.episodes or trained_on.episodes,
+        max_steps=cfg.max_steps or trained_on.max_steps,
     )
+    held_out = functools.partial(held_out_episodes, bundle.spec, cfg.data_dir, spec)
     tracker, runs = open_loop(bundle, held_out(functools.partial(TrackerPolicy)), cfg, context)
     results = {"horizons": list(range(1, cfg.horizon + 1)), **tracker}
     results["reward_events"] = reward_events(

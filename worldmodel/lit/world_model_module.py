@@ -31,7 +31,7 @@ class WorldModelModule(L.LightningModule):
         tokenizer: Tokenizer,
         lr: float = 1e-4,
         weight_decay: float = 0.01,
-        warmup_steps: int = 200,
+        lr_warmup_steps: int = 200,
         media_every_n_val: int = 1,
         rollout_context: int = 4,
         rollout_horizon: int = 12,
@@ -51,7 +51,7 @@ class WorldModelModule(L.LightningModule):
         if compile:  # in place: the state-dict keys (and so checkpoints) stay the same
             self.world_model.compile()
         self.cfg = self.world_model.cfg
-        self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
+        self.lr, self.weight_decay, self.lr_warmup_steps = lr, weight_decay, lr_warmup_steps
         self.media_every_n_val = media_every_n_val
         self.rollout_context, self.rollout_horizon = rollout_context, rollout_horizon
         self.changed_token_weight = changed_token_weight
@@ -170,6 +170,6 @@ class WorldModelModule(L.LightningModule):
             self.world_model.optimizer_groups(self.weight_decay), lr=self.lr, betas=(0.9, 0.95)
         )
         warmup = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / max(1, self.warmup_steps))
+            optimizer, lambda step: min(1.0, (step + 1) / max(1, self.lr_warmup_steps))
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
