@@ -44,6 +44,12 @@ def test_fidelity_eval_writes_a_report_with_baselines(smoke_run, tmp_path):
     assert set(metrics["ball_motion"]) == {"real", "tokenizer_ceiling", "model", "model_greedy"}
     assert (out / "fidelity_vs_horizon.png").stat().st_size > 0
     assert "tokenizer_ceiling" in (out / "fidelity_report.md").read_text()
+    # The tokenizer alone: teacher-forced, and chained from its own drawings (a Delta bundle).
+    assert {"ball_recall", "ball_recall_right_of_51px"} <= set(
+        metrics["tokenizer"]["teacher_forced"]
+    )
+    assert "h=30" in metrics["tokenizer"]["chained"]
+    assert "## The tokenizer alone" in (out / "fidelity_report.md").read_text()
 
     # Events on both held-out sources, for both dreams, every kind.
     for source in ("tracker", "random"):
@@ -90,11 +96,12 @@ def test_eval_sections_switch_off(smoke_run, tmp_path):
         "compile=false",
         "closed_loop=false",
         "events=false",
+        "tokenizer=false",
         timeout=300,
     )
     assert_ok(result)
     metrics = json.loads((out / "fidelity.json").read_text())
-    assert "closed_loop" not in metrics and "events" not in metrics
+    assert not {"closed_loop", "events", "tokenizer"} & set(metrics)
     assert not (out / "closed_loop_dream.mp4").exists()
 
 

@@ -38,6 +38,7 @@ from worldmodel.eval.fidelity import (
     reward_events,
     roll_out,
 )
+from worldmodel.eval.tokenizer import tokenizer_scores
 
 
 @dataclass
@@ -53,6 +54,7 @@ class EvalSettings:
     device: str = "cpu"  # where the models run: cpu, cuda
     events: bool = True  # bounce and point events, also on held-out random-policy episodes
     closed_loop: bool = True
+    tokenizer: bool = True  # the tokenizer alone on the held-out frames (the dream's ceiling)
     closed_loop_steps: int = 1000
     dreams: int = 4  # sampled closed-loop dreams (and one greedy)
     out: str = "experiments/reports/fidelity"
@@ -144,6 +146,10 @@ def evaluate(cfg: EvalSettings, bundle: Bundle) -> tuple[dict, dict]:
         runs["model_greedy"].real_rewards, runs["model_greedy"].imagined_rewards
     )
     media = {"sheet": (runs["model"].real, runs["model"].imagined)}
+    if cfg.tokenizer:
+        results["tokenizer"] = tokenizer_scores(
+            bundle.tokenizer, held_out(functools.partial(TrackerPolicy))
+        )
     events = {"tracker": results.pop("events")}
     if cfg.events:
         random_play, _ = open_loop(bundle, held_out(functools.partial(RandomPolicy)), cfg, context)
@@ -214,6 +220,17 @@ def write_report(
             "Held-out random-policy episodes, per horizon:",
             "",
             report.horizon_table(results["random_policy"], cfg.horizon),
+            "",
+        ]
+    if "tokenizer" in results:
+        text += [
+            "## The tokenizer alone",
+            "",
+            f"All {results['tokenizer']['frames']} held-out tracker frames, each drawn from the "
+            "real frame before it (teacher-forced); a context-aware tokenizer also from its own "
+            "drawing of it, chained from a real start (the dream's condition).",
+            "",
+            report.tokenizer_table(results["tokenizer"]),
             "",
         ]
     if "closed_loop" in results:

@@ -68,6 +68,39 @@ def events_table(events: dict) -> str:
     return "\n".join(lines)
 
 
+TOKENIZER_COLUMNS = (
+    ("ball_recall", "ball recall (1 px)"),
+    ("ball_recall_right_of_51px", "... right of x = 51 px"),
+    ("ball_false_positive_rate", "false balls"),
+    ("ghost_ball_frames", "frames with 2+ balls"),
+    ("paddle_y_error_px", "paddle error (px)"),
+    ("score_match", "score match"),
+    ("psnr_db", "PSNR (dB)"),
+)
+
+
+def tokenizer_table(scores: dict) -> str:
+    rows = [("real frame before", scores["teacher_forced"])]
+    rows += [(f"own drawing, {h}", s) for h, s in scores.get("chained", {}).items()]
+    lines = [
+        "| drawn from | " + " | ".join(label for _, label in TOKENIZER_COLUMNS) + " |",
+        "|---|" + "---:|" * len(TOKENIZER_COLUMNS),
+    ]
+    for name, s in rows:
+        lines.append(
+            f"| {name} | " + " | ".join(f"{s[k]:.3f}" for k, _ in TOKENIZER_COLUMNS) + " |"
+        )
+    extras = [
+        f"{label} {scores[key]:.2f}"
+        for key, label in (
+            ("codebook_usage", "codes used"),
+            ("shuffled_token_ratio", "shuffled-token ratio (1.0: tokens ignored)"),
+        )
+        if key in scores
+    ]
+    return "\n".join(lines + ([""] + ["; ".join(extras)] if extras else []))
+
+
 CLOSED_LOOP_ROWS = (
     ("ball_seen", "ball seen (fraction of frames)", ".2f"),
     ("ghost_ball_frames", "frames with more than one ball", ".3f"),
