@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from report import markdown_table, write_report
-from tokenizer_report import held_out_tracker_episodes
 
 from worldmodel.bundle import load_bundle
+from worldmodel.data.held_out import held_out_episodes
 from worldmodel.eval.pong_detector import detect
+from worldmodel.eval.report import markdown_table, write_report
 from worldmodel.frames import to_uint8_frames
 
 BUCKETS = ("within 1 px", "1-3 px", "over 3 px", "no ball")
@@ -109,7 +109,7 @@ def main() -> None:
     torch.set_num_threads(2)
     bundles = {path: load_bundle(path) for path in args.bundles}
     # The same held-out play for every bundle: read once (bundles of one game share a spec).
-    episodes = held_out_tracker_episodes(next(iter(bundles.values())).spec, args.data_dir)
+    episodes = held_out_episodes(next(iter(bundles.values())).spec, args.data_dir)
     results, rows, context_rows = {}, [], []
     for path, bundle in bundles.items():
         result = results[str(path)] = distribution(bundle, episodes, args.top)

@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import markdown_table, write_report
 from torch.utils.data import DataLoader
 
 from worldmodel.data.datamodule import StreamingDataset
 from worldmodel.envs import AreaResize, EnvSpec
 from worldmodel.envs.policies import RandomPolicy
+from worldmodel.eval.report import markdown_table, write_report
 
 COLLECT_PER_BATCH = 32  # env steps per env between batches: the loader is collection-bound
 

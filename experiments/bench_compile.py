@@ -17,8 +17,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from report import markdown_table, write_report
 
+from worldmodel.eval.report import markdown_table, write_report
 from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import torch
-from report import markdown_table, write_report
 
 from worldmodel.bundle import load_bundle
 from worldmodel.engine import LearnedGame
+from worldmodel.eval.report import markdown_table, write_report
 from worldmodel.frames import to_uint8_frames
 
 

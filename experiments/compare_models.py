@@ -14,9 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from report import markdown_table, write_report
-
-from worldmodel.eval.report import CLOSED_LOOP_ROWS
+from worldmodel.eval.report import CLOSED_LOOP_ROWS, markdown_table, write_report
 
 OPEN_LOOP = (  # (metric, label, horizons, format)
     ("player_paddle_err_px", "player paddle error (px)", (1, 10, 30), ".2f"),

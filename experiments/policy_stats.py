@@ -8,11 +8,10 @@ import argparse
 import functools
 from pathlib import Path
 
-from report import markdown_table, write_report
-
 from worldmodel.envs import EnvSpec
 from worldmodel.envs.policies import MixedPolicy, RandomPolicy, TrackerPolicy
 from worldmodel.envs.pong_stats import policy_stats
+from worldmodel.eval.report import markdown_table, write_report
 
 POLICIES = {
     "random": RandomPolicy,

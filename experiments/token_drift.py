@@ -10,10 +10,10 @@ only where the ids agree.
 import argparse
 
 import numpy as np
-from tokenizer_report import held_out_frames
 
 from worldmodel.bundle import load_tokenizer
 from worldmodel.data.datamodule import FrameEncoder
+from worldmodel.data.held_out import held_out_frames
 from worldmodel.envs import EnvSpec
 from worldmodel.models.tokenizer import Tokenizer
 

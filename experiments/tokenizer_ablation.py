@@ -1,5 +1,6 @@
 """Which parts of the tokenizer loss/quantizer matter? Train each variant for the same
-number of steps with the real training command, then evaluate it like tokenizer_report.
+number of steps with the real training command, then score its drawings of the held-out
+frames as the eval's tokenizer section does.
 
     python experiments/tokenizer_ablation.py [--steps 1200] [--batch-size 16] [--out DIR]
 
@@ -15,11 +16,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import markdown_table, write_report
-from tokenizer_report import evaluate, held_out_frames
+import torch
 
 from worldmodel.bundle import load_tokenizer
+from worldmodel.data.held_out import held_out_frames
 from worldmodel.envs import EnvSpec
+from worldmodel.eval.fidelity import reconstruct
+from worldmodel.eval.report import markdown_table, write_report
+from worldmodel.eval.tokenizer import drawing_scores
+from worldmodel.models.quantizer import codebook_stats
 
 VARIANTS = {
     "full recipe": [],
@@ -57,6 +62,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/ablation"))
     args = parser.parse_args()
     frames = held_out_frames(EnvSpec(), "data/val")
+    no_actions = np.zeros(len(frames), np.int64)
     results = {}
     for k, (name, overrides) in enumerate(VARIANTS.items()):
         run_dir = args.runs / f"variant{k}"
@@ -78,7 +84,11 @@ def main() -> None:
             capture_output=True,
         )
         tokenizer = load_tokenizer(run_dir / "tokenizer" / "checkpoints" / "last.ckpt")
-        metrics, _, _ = evaluate(tokenizer, frames)
+        # (an IRIS tokenizer: no frame before, so the frames stand in for it)
+        metrics = drawing_scores(frames, reconstruct(tokenizer, frames, no_actions, frames))
+        with torch.inference_mode():
+            tokens = torch.cat([tokenizer.encode(f) for f in torch.from_numpy(frames).split(256)])
+        metrics["codebook_usage"] = float(codebook_stats(tokens, tokenizer.cfg.num_codes)["usage"])
         results[name] = {**metrics, "train_s": time.time() - start, "overrides": overrides}
         print(name, {c: round(metrics[c], 4) for c in COLUMNS}, flush=True)
     rows = [[name, *(cell(r[c]) for c in COLUMNS)] for name, r in results.items()]

@@ -18,8 +18,7 @@ import torch
 from PIL import Image
 
 from worldmodel.bundle import load_tokenizer
-from worldmodel.data.episode import Episode
-from worldmodel.data.held_out import DEFAULT, HeldOut, held_out_episodes
+from worldmodel.data.held_out import DEFAULT, HeldOut, held_out_frames
 from worldmodel.envs import EnvSpec
 from worldmodel.eval.pong_detector import PongObjects, compare, detect
 from worldmodel.frames import to_uint8_frames
@@ -33,29 +32,6 @@ TARGETS = {
     "psnr_db": (">=", 35.0),
     "codebook_usage": (">=", 0.25),
 }
-
-
-def held_out_tracker_episodes(
-    spec: EnvSpec,
-    data_dir: str,
-    episodes: int = DEFAULT.episodes,
-    max_steps: int = DEFAULT.max_steps,
-) -> list[Episode]:
-    """The held-out tracker episodes that training validates on (collected once into
-    `data_dir`)."""
-    return held_out_episodes(spec, data_dir, HeldOut(episodes, max_steps, DEFAULT.seed))
-
-
-def held_out_frames(
-    spec: EnvSpec,
-    data_dir: str,
-    episodes: int = DEFAULT.episodes,
-    max_steps: int = DEFAULT.max_steps,
-) -> np.ndarray:
-    """The held-out tracker episodes' frames."""
-    found = held_out_tracker_episodes(spec, data_dir, episodes, max_steps)
-    # Frame 0 of an episode is drawn in a different palette (before the game starts).
-    return np.concatenate([e.frames[1:] for e in found])
 
 
 def reconstruct(tokenizer: Tokenizer, frames: np.ndarray, chunk: int = 128):
@@ -180,7 +156,9 @@ def main() -> None:
     start = time.time()
     tokenizer = load_tokenizer(args.ckpt)
     spec = EnvSpec(frame_size=tokenizer.cfg.autoencoder.resolution)
-    frames = held_out_frames(spec, args.data_dir, args.episodes, args.max_steps)
+    frames = held_out_frames(
+        spec, args.data_dir, HeldOut(args.episodes, args.max_steps, DEFAULT.seed)
+    )
     metrics, recon, by_patch = evaluate(tokenizer, frames)
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from report import markdown_table, write_report
 from torch.utils.data import DataLoader
 
 from worldmodel.bundle import load_bundle
@@ -28,6 +27,7 @@ from worldmodel.data.datamodule import FrameEncoder, HeldOutDataset
 from worldmodel.data.episode import Episode
 from worldmodel.data.held_out import DEFAULT, held_out_episodes
 from worldmodel.envs.policies import TrackerPolicy
+from worldmodel.eval.report import markdown_table, write_report
 from worldmodel.lit.world_model_module import WorldModelModule
 from worldmodel.train import CONFIG_DIR
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from worldmodel.data.buffer import ReplayBuffer
 from worldmodel.data.collector import Collector
 from worldmodel.data.episode import Episode
@@ -68,3 +70,9 @@ def held_out_episodes(
             collector.collect(64)
         collector.close()
     return list(store.load_all())[: held_out.episodes]
+
+
+def held_out_frames(spec: EnvSpec, root: str | Path, held_out: HeldOut = DEFAULT) -> np.ndarray:
+    """The held-out tracker episodes' frames (N, h, w, 3), each episode's first left out: it
+    is drawn in another palette, before the game starts."""
+    return np.concatenate([e.frames[1:] for e in held_out_episodes(spec, root, held_out)])

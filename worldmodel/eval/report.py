@@ -1,6 +1,8 @@
 """The fidelity report's parts: markdown tables, the per-horizon plot, the contact sheet and
-the closed-loop video. Each takes the results (or frames) and nothing else."""
+the closed-loop video. Each takes the results (or frames) and nothing else. And what every
+experiment (experiments/) ends with: a table, printed and saved with its JSON."""
 
+import json
 import warnings
 from pathlib import Path
 
@@ -188,3 +190,17 @@ def video(dream: np.ndarray, real: np.ndarray, path: Path, fps: int = 15) -> Pat
         return path
     imageio.mimwrite(path, frames, fps=fps, macro_block_size=8)
     return path
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, name: str, title: str, command: str, table: str, results: dict) -> None:
+    """Print `table`; write out/name.md (title, command, table) and out/name.json."""
+    print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (out / f"{name}.md").write_text(f"# {title}\n\nCommand: `{command}`\n\n{table}\n")
