@@ -4,7 +4,6 @@ frame before (the ball and the paddles), as the training metrics define them:
 
     python experiments/world_model_gap.py BUNDLE [--out DIR]
 
-(A training checkpoint: make it a bundle first with experiments/checkpoint_bundle.py.)
 
 Rows: the held-out tracker episodes that training validates on, and fresh episodes (a seed
 training never used) of the training policy (`+exp=pong_tiny`: mixed tracker/random play).

@@ -140,3 +140,12 @@ def test_the_shipped_model_moves_the_paddle_the_way_the_keys_say():
         final_y[policy] = detect(app.dream_frame[None]).player_y[0]
         app.close()
     assert final_y["up"] < final_y["down"] - 5, final_y  # rows grow downwards
+
+
+def test_the_previous_iris_model_still_loads_and_plays():
+    """Both bundle kinds load: the IRIS model shipped before the context-aware one."""
+    bundle = load_bundle(SHIPPED.with_name("pong_tiny_iris.bundle.ckpt"))
+    assert bundle.kind == "iris" and load_bundle(SHIPPED).kind == "delta"
+    app = PlayApp(bundle, PlaySettings(headless=True, policy="up", scale=1, compile=False))
+    app.run(steps=3)
+    app.close()

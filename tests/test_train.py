@@ -186,73 +186,6 @@ def test_tokenizer_warm_starts_from_a_bundle_with_its_weights(smoke_iris_run, tm
     assert "does not fit tokenizer's config" in wrong.stderr
 
 
-def test_a_tokenizer_split_into_a_codebook_per_position_keeps_its_tokens_and_trains_on(
-    smoke_iris_run, tmp_path
-):
-    trained = smoke_iris_run / "tokenizer/checkpoints/last.ckpt"
-    split = tmp_path / "split.ckpt"
-    run_experiment("expand_codebook.py", trained, "--per-position", "--out", split)
-    before, after = load_tokenizer(trained), load_tokenizer(split)
-    assert after.quantizer.books == 16
-    frames = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
-    tokens = before.encode(frames)
-    assert torch.equal(after.encode(frames), tokens)
-    assert torch.equal(after.decode(tokens), before.decode(tokens))
-
-    resumed = run_module(
-        "worldmodel.train",
-        "+exp=smoke_iris",
-        "stage=tokenizer",
-        f"paths.data_dir={smoke_iris_run / 'data'}",
-        f"ckpt_path={split}",
-        "tokenizer.module.model.codebook_per_position=true",
-        "tokenizer.max_steps=14",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    )
-    assert_ok(resumed)
-    last = torch.load(tmp_path / "run/tokenizer/checkpoints/last.ckpt", weights_only=True)
-    assert last["global_step"] == 14
-    assert last["state_dict"]["tokenizer.quantizer.codebook.weight"].shape == (16 * 64, 16)
-
-
-def test_token_ids_renamed_by_training_are_aligned_back_to_the_old_ones(smoke_iris_run, tmp_path):
-    trained = smoke_iris_run / "tokenizer/checkpoints/last.ckpt"
-    split, renamed, aligned = (tmp_path / f"{n}.ckpt" for n in ("split", "renamed", "aligned"))
-    run_experiment("expand_codebook.py", trained, "--per-position", "--out", split)
-    # What further training does to the names: each position's codes, in another order
-    # (with their idle counts and Adam moments).
-    checkpoint = torch.load(split, weights_only=True)
-    state, moments = checkpoint["state_dict"], adam_state_of_codebook(checkpoint)
-    order = torch.cat([b * 64 + torch.randperm(64) for b in range(16)])
-    for holder, key in [(state, CODEBOOK), (state, IDLE), (moments, "exp_avg")]:
-        holder[key] = holder[key][order]
-    torch.save(checkpoint, renamed)
-    data_dir = tmp_path / "val"
-    run_experiment("align_token_ids.py", trained, renamed, "--out", aligned, "--data-dir", data_dir)
-
-    # The held-out frames the script aligned on (collected there, read back here).
-    episodes = held_out_episodes(EnvSpec(), data_dir)
-    frames = torch.from_numpy(np.concatenate([e.frames[1:] for e in episodes]))
-    original = load_tokenizer(trained)
-    tokens = original.encode(frames)
-    assert not torch.equal(load_tokenizer(renamed).encode(frames), tokens)
-    assert torch.equal(load_tokenizer(aligned).encode(frames), tokens)
-    assert torch.equal(load_tokenizer(aligned).decode(tokens), original.decode(tokens))
-    # Every code keeps its own Adam moments and stays in its position's book.
-    before, after = torch.load(split, weights_only=True), torch.load(aligned, weights_only=True)
-    for b in range(16):
-        rows = slice(b * 64, (b + 1) * 64)
-        codes_before, codes_after = (
-            before["state_dict"][CODEBOOK][rows],
-            after["state_dict"][CODEBOOK][rows],
-        )
-        same = (codes_after[:, None] == codes_before[None]).all(-1)  # (after row, before row)
-        assert same.any(1).all()
-        source = same.float().argmax(1)
-        moments_before = adam_state_of_codebook(before)["exp_avg"][rows]
-        assert torch.equal(adam_state_of_codebook(after)["exp_avg"][rows], moments_before[source])
-
-
 def run_experiment(script: str, *args) -> None:
     path = CONFIG_DIR.parent / "experiments" / script
     result = subprocess.run(
@@ -261,73 +194,12 @@ def run_experiment(script: str, *args) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def adam_state_of_codebook(checkpoint: dict) -> dict:
-    shape = checkpoint["state_dict"][CODEBOOK].shape
-    states = checkpoint["optimizer_states"][0]["state"].values()
-    (state,) = [s for s in states if s["exp_avg"].shape == shape]
-    return state
-
-
-def test_the_shipped_model_recipe_composes(tmp_path):
-    """Every command of experiments/train_shipped_model.sh names real config keys."""
-    root = CONFIG_DIR.parent
-    printed = subprocess.run(
-        ["bash", str(root / "experiments/train_shipped_model.sh"), str(tmp_path)],
-        env={**os.environ, "PY": "echo"},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    commands = [line.split()[2:] for line in printed if line.startswith("-m worldmodel.train")]
-    script = (root / "experiments/train_shipped_model.sh").read_text()
-    segments = re.findall(r"^(?:tokenizer|world_model) \w+ ", script, flags=re.M)
-    assert len(commands) == len(segments) > 0
-    for overrides in commands:
-        kept = [o for o in overrides if not o.startswith("hydra.")]
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=[*kept, "paths.root=.", "paths.output_dir=."])
-        assert cfg.stage in ("tokenizer", "world_model")
-
-
 def test_warm_starting_from_a_world_model_of_another_size_says_what_does_not_fit(smoke_iris_run):
     path = smoke_iris_run / "bundle.ckpt"
     trained = load_bundle(path).world_model.cfg
     wider = WorldModel(replace(trained, d_model=2 * trained.d_model))
     with pytest.raises(BundleError, match=r"does not fit.*size mismatch"):
         warm_start(wider, str(path))
-
-
-def test_a_world_model_checkpoint_becomes_a_bundle_only_with_its_own_tokenizer(
-    smoke_iris_run, tmp_path
-):
-    from worldmodel.bundle import load_bundle, save_bundle
-
-    bundle = load_bundle(smoke_iris_run / "bundle.ckpt")
-    wm_ckpt = smoke_iris_run / "world_model/checkpoints/last.ckpt"
-    run_experiment(
-        "checkpoint_bundle.py", smoke_iris_run / "bundle.ckpt", wm_ckpt, "--out", tmp_path / "b"
-    )
-    rebuilt = load_bundle(tmp_path / "b").world_model.state_dict()
-    trained = torch.load(wm_ckpt, weights_only=True)["state_dict"]
-    assert all(torch.equal(v, trained[f"world_model.{k}"]) for k, v in rebuilt.items())
-
-    with torch.no_grad():
-        next(bundle.tokenizer.parameters()).add_(1.0)  # another tokenizer
-    save_bundle(
-        tmp_path / "other",
-        bundle.tokenizer,
-        bundle.world_model,
-        bundle.spec,
-        bundle.action_meanings,
-    )
-    path = CONFIG_DIR.parent / "experiments" / "checkpoint_bundle.py"
-    result = subprocess.run(
-        [sys.executable, str(path), tmp_path / "other", wm_ckpt, "--out", tmp_path / "c"],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode != 0 and "trained on another tokenizer" in result.stderr
-    assert not (tmp_path / "c").exists()
 
 
 def test_world_model_gap_reports_held_out_and_fresh_play_accuracy(smoke_iris_run, tmp_path):

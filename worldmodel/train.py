@@ -146,7 +146,7 @@ def warm_start(world_model: torch.nn.Module, path: str) -> None:
     """Start from another run's world-model weights (new optimizer, step 0): to go on at
     another learning rate, or on a tokenizer trained further. All weights load; on a new
     tokenizer the rows tied to token ids (token embedding, output head) carry over only as
-    far as its ids keep their meaning (experiments/align_token_ids.py renumbers them)."""
+    far as its ids keep their meaning."""
     mismatch = f"{path}: its world model does not fit world_model's config"
     weights, _ = load_world_model_state(path)
     load_weights(world_model, weights, mismatch)
