@@ -1,6 +1,4 @@
 import json
-import os
-import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -12,8 +10,6 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from worldmodel.bundle import BundleError, load_bundle, load_tokenizer, save_bundle
-from worldmodel.data.held_out import held_out_episodes
-from worldmodel.envs import EnvSpec
 from worldmodel.models.world_model import WorldModel
 from worldmodel.train import CONFIG_DIR, warm_start
 
