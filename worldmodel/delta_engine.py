@@ -42,12 +42,8 @@ class DeltaGame(LearnedGame):
 
     @torch.inference_mode()
     def reset(self, frames: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
-        frames = frames.to(self.device)
-        if frames.dim() == 4:
-            frames = frames[:, None]
+        frames = self._context_frames(frames)
         b, c = frames.shape[:2]
-        if c > self.cfg.max_frames:
-            raise ValueError(f"{c} context frames exceed the model's {self.cfg.max_frames}")
         actions = torch.zeros(b, 0, dtype=torch.long) if actions is None else actions
         actions = actions.to(self.device).long()
         if actions.shape != (b, c - 1):

@@ -106,16 +106,22 @@ class LearnedGame:
     def batch_size(self) -> int:
         return 0 if self.frame_tokens is None else self.frame_tokens.shape[0]
 
+    def _context_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """reset()'s frames as (B, C, H, W, 3) on the device, checked against the context."""
+        frames = frames.to(self.device)
+        frames = frames[:, None] if frames.dim() == 4 else frames
+        if frames.shape[1] > self.cfg.max_frames:
+            raise ValueError(
+                f"{frames.shape[1]} context frames exceed the model's {self.cfg.max_frames}"
+            )
+        return frames
+
     @torch.inference_mode()
     def reset(self, frames: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
         """Start from real frames: (B, H, W, 3) uint8, or a context (B, C, H, W, 3) with the
         C-1 actions (B, C-1) taken between them. Returns the last frame as the model sees it."""
-        frames = frames.to(self.device)
-        if frames.dim() == 4:
-            frames = frames[:, None]
+        frames = self._context_frames(frames)
         b, c = frames.shape[:2]
-        if c > self.cfg.max_frames:
-            raise ValueError(f"{c} context frames exceed the model's {self.cfg.max_frames}")
         tokens = self.tokenizer.encode(frames.flatten(0, 1)).view(b, c, -1)
         actions = torch.zeros(b, 0, dtype=torch.long) if actions is None else actions
         self.frame_tokens, self.actions = tokens, actions.to(self.device).long()
