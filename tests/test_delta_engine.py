@@ -61,6 +61,25 @@ def test_cached_greedy_generation_is_what_the_whole_sequence_says_past_the_windo
     assert max(lengths) == 5 and min(lengths) == 3 and lengths.count(3) == 2
 
 
+def test_every_input_width_compiles_in_the_background_never_in_the_step():
+    game = LearnedGame(*models(), greedy=True, compile=True, compile_in_background=True)
+    eager = LearnedGame(*models(), greedy=True)
+    frames, actions = context(b=1)
+    for g in (game, eager):
+        g.reset(frames, actions)
+    for t in range(3):  # widths 2 and 1 (first step), 3 (the next): three graphs
+        game.step(torch.tensor([t]))
+        eager.step(torch.tensor([t]))
+    assert len(game._extend_and_sample._threads) == 3  # each in a thread of its own
+    for part in game._compiled_parts:
+        part.wait(timeout=300)
+    assert game.compiled and not game.compiling
+    for t in range(6):  # past a window slide: no shape is left to compile
+        shown = game.step(torch.tensor([t % 6]))[0]
+        assert not game.compiling, t
+        assert (shown.int() - eager.step(torch.tensor([t % 6]))[0].int()).abs().max() <= 1
+
+
 def test_an_episode_starts_from_one_frame_without_actions():
     game = LearnedGame(*models(), seed=0)
     frames, _ = context(c=1)

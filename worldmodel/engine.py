@@ -67,8 +67,7 @@ class LearnedGame:
         speculates for a single game (play) and goes sequentially for batches."""
         self.tokenizer, self.world_model = tokenizer.eval(), world_model.eval()
         # Shapes are static (see Transformer.extend), so each compiles once per batch size,
-        # schedule and nucleus on/off: Dynamo's recompile limit (8 per function, past which it
-        # quietly runs eager) allows 4 batch sizes with both schedules.
+        # schedule and nucleus on/off (within compiled.RECOMPILE_LIMIT graphs a function).
         self._extend_and_sample = CompiledOrEager(
             world_model.extend_and_sample, compile, compile_in_background
         )
