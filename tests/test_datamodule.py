@@ -6,6 +6,7 @@ import torch
 
 from worldmodel.data.datamodule import StreamingDataModule, StreamingDataset, derive_seed
 from worldmodel.data.held_out import HeldOut
+from worldmodel.data.segments import Segments
 from worldmodel.envs.policies import TrackerPolicy
 
 
@@ -34,22 +35,24 @@ def test_batches_for_both_stages(spec, tmp_path, num_workers):
 
     seg_dm = make_dm(spec, tmp_path, mode="segments", num_workers=num_workers)
     seg = next(iter(seg_dm.train_dataloader()))
-    assert seg["frames"].shape == (4, 6, 64, 64, 3)
+    assert isinstance(seg, Segments) and seg.frames.shape == (4, 6, 64, 64, 3)
     for key in ("actions", "rewards", "terminated", "truncated", "mask"):
-        assert seg[key].shape == (4, 6), key
-    assert seg["actions"].dtype == torch.int64 and seg["mask"].dtype == torch.bool
+        assert getattr(seg, key).shape == (4, 6), key
+    assert seg.actions.dtype == torch.int64 and seg.mask.dtype == torch.bool and seg.tokens is None
 
-    val = next(iter(seg_dm.val_dataloader()))
-    assert val["frames"].shape[1:] == (6, 64, 64, 3)
+    val = list(seg_dm.val_dataloader())
+    assert all(isinstance(batch, Segments) for batch in val)
+    assert val[0].frames.shape == (4, 6, 64, 64, 3)  # whole batches, the last one may be short
+    assert sum(len(batch) for batch in val) == len(seg_dm._val)
 
 
 def test_same_seed_same_first_batch(spec, tmp_path):
     a = next(iter(make_dm(spec, tmp_path, mode="segments").train_dataloader()))
     b = next(iter(make_dm(spec, tmp_path, mode="segments").train_dataloader()))
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    for key in ("frames", "actions", "rewards", "terminated", "truncated", "mask"):
+        assert torch.equal(getattr(a, key), getattr(b, key)), key
     c = next(iter(make_dm(spec, tmp_path, mode="segments", seed=8).train_dataloader()))
-    assert not torch.equal(a["frames"], c["frames"])
+    assert not torch.equal(a.frames, c.frames)
 
 
 def test_ranks_and_workers_collect_different_episodes(spec, tmp_path):
@@ -70,7 +73,7 @@ def test_ranks_and_workers_collect_different_episodes(spec, tmp_path):
             seed=7,
             rank=rank,
         )
-        batches.append(next(iter(dataset))["actions"].numpy())
+        batches.append(next(iter(dataset)).actions.numpy())
     assert not np.array_equal(batches[0], batches[1])
 
 

@@ -9,12 +9,14 @@ import torch
 
 from worldmodel.bundle import load_tokenizer
 from worldmodel.data.held_out import HeldOut, held_out_episodes
+from worldmodel.data.segments import Segments
 from worldmodel.envs import EnvSpec
 from worldmodel.eval.tokenizer import tokenizer_scores
 from worldmodel.frames import to_uint8_frames
 from worldmodel.lit.delta_tokenizer_module import consecutive_pairs, cut_pairs, own_drawings
 from worldmodel.models.delta_tokenizer import DeltaTokenizer, DeltaTokenizerConfig
 
+from .batches import segments
 from .cli import run_module
 
 TINY_RUN = [
@@ -44,17 +46,17 @@ TINY_RUN = [
 ]
 
 
-def segments(mask: list[list[bool]]) -> dict:
+def numbered_segments(mask: list[list[bool]]) -> Segments:
     mask = torch.tensor(mask)
     b, t = mask.shape
     # Frame (i, j) is filled with 10 * i + j, action (i, j) is 100 + 10 * i + j.
     ids = 10 * torch.arange(b)[:, None] + torch.arange(t)[None, :]
     frames = ids[..., None, None, None].expand(b, t, 2, 2, 3).to(torch.uint8)
-    return {"frames": frames, "actions": 100 + ids, "mask": mask}
+    return segments(mask, frames=frames, actions=100 + ids)
 
 
 def test_pairs_take_the_gap_the_segment_allows_and_the_action_before_the_frame():
-    batch = segments([[True] * 4, [True, True, False, False], [True, False, False, False]])
+    batch = numbered_segments([[True] * 4, [True, True, False, False], [True, False, False, False]])
     pairs, rows, starts = cut_pairs(batch, torch.tensor([3, 3, 2]))
     assert rows.tolist() == [0, 1] and starts.tolist() == [0, 0]
     # Segment 0: frame 3 after frame 0; segment 1 ends after frame 1 (gap shrinks to 1);
@@ -69,7 +71,7 @@ def test_pairs_take_the_gap_the_segment_allows_and_the_action_before_the_frame()
 
 
 def test_a_pair_may_start_later_in_the_segment_to_leave_room_for_own_drawings():
-    batch = segments([[True] * 5, [True, True, True, False, False]])
+    batch = numbered_segments([[True] * 5, [True, True, True, False, False]])
     pairs, rows, starts = cut_pairs(batch, torch.tensor([2, 2]), torch.tensor([2, 2]))
     # Segment 1 has frames 0-2: its start shrinks to 1 and its gap to 1.
     assert starts.tolist() == [2, 1] and rows.tolist() == [0, 1]

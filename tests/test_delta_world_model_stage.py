@@ -2,6 +2,8 @@
 the ones the module would make, a run resumes where it stopped, and settings that cannot
 work are one line before any work."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from worldmodel.data.episode import Episode
 from worldmodel.lit.delta_world_model_module import Steps
 from worldmodel.models.delta_tokenizer import DeltaTokenizer, DeltaTokenizerConfig
 
+from .batches import segments
 from .cli import assert_ok, run_module
 
 
@@ -29,15 +32,14 @@ def test_tokens_the_data_pipeline_stores_are_the_ones_the_module_would_make():
         truncated=np.zeros(t, bool),
     )
     stored = torch.from_numpy(FrameEncoder(tokenizer).episode(episode))
-    batch = {
-        "frames": torch.from_numpy(episode.frames)[None],
-        "actions": torch.from_numpy(episode.actions)[None],
-        "rewards": torch.zeros(1, t),
-        "terminated": torch.from_numpy(episode.terminated)[None],
-        "mask": torch.ones(1, t, dtype=torch.bool),
-    }
+    batch = segments(
+        torch.ones(1, t, dtype=torch.bool),
+        frames=torch.from_numpy(episode.frames)[None],
+        actions=torch.from_numpy(episode.actions)[None],
+        terminated=torch.from_numpy(episode.terminated)[None],
+    )
     made = Steps.of(batch, tokenizer)
-    cached = Steps.of({**batch, "tokens": stored[None]}, tokenizer)
+    cached = Steps.of(dataclasses.replace(batch, tokens=stored[None]), tokenizer)
     # Step t's tokens are frame t+1's; the last step has no next frame and no tokens.
     assert torch.equal(made.tokens, cached.tokens)
     assert made.next_frames[0].tolist() == [True] * (t - 1) + [False]

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -6,6 +8,7 @@ from worldmodel.engine import LearnedGame
 from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig
 from worldmodel.models.world_model import WorldModel, WorldModelConfig
 
+from .batches import segments
 from .test_tokenizer import TINY
 
 
@@ -143,11 +146,11 @@ def test_compiling_in_the_background_plays_at_once_and_then_switches():
         game.greedy = True
         game.reset(frames)
     first = background.step(torch.tensor([1]))[0]  # eager: it started compiling meanwhile
-    assert background._extend_and_sample._thread is not None
+    assert background._extend_and_sample._threads  # compiling started, in a thread
     # (The decoder's graph, started at reset, may be ready already: one level of rounding.)
     assert (first.int() - eager.step(torch.tensor([1]))[0].int()).abs().max() <= 1
     for part in (background._extend_and_sample, background._decode):
-        part._thread.join(timeout=240)
+        part.wait(timeout=240)
     assert background.compiled
     later = [game.step(torch.tensor([2]))[0] for game in (eager, background)]
     assert (later[0].int() - later[1].int()).abs().max() <= 1  # fused kernels round apart
@@ -252,20 +255,24 @@ def tiny_world_model_module(**kwargs):
 
 def test_world_model_loss_ignores_padding_and_a_few_steps_lower_it():
     module = tiny_world_model_module()
-    batch = {
+    batch = segments(
+        torch.ones(3, 4, dtype=torch.bool),
         # A static scene: each frame repeats the first, which a GPT quickly learns to copy.
-        "tokens": torch.randint(0, 64, (3, 1, 16)).repeat(1, 4, 1),
-        "actions": torch.randint(0, 6, (3, 4)),
-        "rewards": torch.tensor([[0.0, 1, 0, -1]] * 3),
-        "terminated": torch.zeros(3, 4, dtype=torch.bool),
-        "mask": torch.ones(3, 4, dtype=torch.bool),
-    }
-    batch["mask"][0, 2:] = False  # the episode ended: steps 2 and 3 are padding
+        tokens=torch.randint(0, 64, (3, 1, 16)).repeat(1, 4, 1),
+        actions=torch.randint(0, 6, (3, 4)),
+        rewards=torch.tensor([[0.0, 1, 0, -1]] * 3),
+    )
+    batch.mask[0, 2:] = False  # the episode ended: steps 2 and 3 are padding
     terms, _ = module.losses(batch)
-    padded = {k: v.clone() for k, v in batch.items()}
-    padded["tokens"][0, 2:] = torch.randint(0, 64, (2, 16))
-    padded["actions"][0, 2:] = torch.randint(0, 6, (2,))
-    padded["rewards"][0, 2:] = 1.0
+    padded = dataclasses.replace(
+        batch,
+        tokens=batch.tokens.clone(),
+        actions=batch.actions.clone(),
+        rewards=batch.rewards.clone(),
+    )
+    padded.tokens[0, 2:] = torch.randint(0, 64, (2, 16))
+    padded.actions[0, 2:] = torch.randint(0, 6, (2,))
+    padded.rewards[0, 2:] = 1.0
     for name, value in module.losses(padded)[0].items():
         assert torch.allclose(value, terms[name]), name
 
@@ -284,18 +291,14 @@ def test_changed_tokens_weigh_more_in_the_frame_loss():
     tokens = torch.randint(0, 64, (3, 1, k)).repeat(1, 4, 1)
     tokens[:, :, 5] = torch.randint(0, 64, (3, 4))  # the "ball": token 5 moves every frame
     tokens[:, 1:, 5] = (tokens[:, :-1, 5] + 1 + torch.arange(3)[:, None]) % 64  # never repeats
-    batch = {
-        "tokens": tokens,
-        "actions": torch.randint(0, 6, (3, 4)),
-        "rewards": torch.zeros(3, 4),
-        "terminated": torch.zeros(3, 4, dtype=torch.bool),
-        "mask": torch.ones(3, 4, dtype=torch.bool),
-    }
+    batch = segments(
+        torch.ones(3, 4, dtype=torch.bool), tokens=tokens, actions=torch.randint(0, 6, (3, 4))
+    )
     plain = tiny_world_model_module()
     heavy = tiny_world_model_module(changed_token_weight=1e9)  # same seed: same weights
     with torch.no_grad():
         terms, predictions = plain.losses(batch)
-        sequence = plain.world_model.interleave(tokens, batch["actions"])
+        sequence = plain.world_model.interleave(tokens, batch.actions)
         logits = plain.world_model(sequence).obs_logits
         # Token 5 of frames 1..3 sits at f*(k+1)+5 and is predicted one position earlier.
         where = torch.tensor([f * (k + 1) + 5 for f in (1, 2, 3)])

@@ -18,12 +18,20 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    SequentialSampler,
+    get_worker_info,
+)
 
 from worldmodel.data.buffer import ReplayBuffer
 from worldmodel.data.collector import Collector
 from worldmodel.data.episode import Episode
 from worldmodel.data.held_out import DEFAULT, HeldOut, held_out_episodes
+from worldmodel.data.segments import Segments
 from worldmodel.data.store import EpisodeStore
 from worldmodel.envs.atari import EnvSpec
 
@@ -63,12 +71,6 @@ class FrameEncoder:
         its own stands in, and the tokens it gets are never read)."""
         following = np.concatenate([episode.frames[1:], episode.frames[-1:]])
         return self(episode.frames, episode.actions, following)
-
-
-def to_batch(arrays: dict[str, np.ndarray] | np.ndarray):
-    if isinstance(arrays, np.ndarray):
-        return torch.from_numpy(arrays)
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
 
 
 class StreamingDataset(IterableDataset):
@@ -144,9 +146,11 @@ class StreamingDataset(IterableDataset):
             if collector is not None:
                 collector.collect(self.collect_steps_per_batch)
             if self.mode == "frames":
-                yield to_batch(buffer.sample_frames(self.batch_size, rng))
+                yield torch.from_numpy(buffer.sample_frames(self.batch_size, rng))
             else:
-                yield to_batch(buffer.sample_segments(self.batch_size, self.seq_len, rng))
+                yield Segments.from_numpy(
+                    buffer.sample_segments(self.batch_size, self.seq_len, rng)
+                )
 
 
 class HeldOutDataset(Dataset):
@@ -177,14 +181,12 @@ class HeldOutDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int):
-        stream, start = self.index[i : i + 1].T
+    def __getitem__(self, items: list[int]) -> torch.Tensor | Segments:
+        """A whole batch: the loader's sampler hands over a batch of item numbers at once."""
+        stream, start = self.index[items].T
         if self.mode == "frames":
-            return to_batch(self.buffer.frames_at(stream, start)[0])
-        return {
-            k: v[0]
-            for k, v in to_batch(self.buffer.segments_at(stream, start, self.seq_len)).items()
-        }
+            return torch.from_numpy(self.buffer.frames_at(stream, start))
+        return Segments.from_numpy(self.buffer.segments_at(stream, start, self.seq_len))
 
 
 class StreamingDataModule(L.LightningDataModule):
@@ -270,4 +272,5 @@ class StreamingDataModule(L.LightningDataModule):
             self._val = HeldOutDataset(
                 self.held_out(), self.mode, self.seq_len, self.val_frame_stride, self.encode
             )
-        return DataLoader(self._val, batch_size=self.batch_size, shuffle=False)
+        batches = BatchSampler(SequentialSampler(self._val), self.batch_size, drop_last=False)
+        return DataLoader(self._val, batch_size=None, sampler=batches)

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from PIL import Image
 
 from worldmodel.bundle import same_weights, submodule_state
+from worldmodel.data.segments import Segments
 from worldmodel.models.quantizer import VectorQuantizer
 
 log = logging.getLogger(__name__)
@@ -148,13 +149,13 @@ def check_same_tokenizer(checkpoint: dict, tokenizer: torch.nn.Module) -> None:
 
 
 @torch.no_grad()
-def log_rollout(module: L.LightningModule, batch: dict, context: int, horizon: int) -> None:
+def log_rollout(module: L.LightningModule, batch: Segments, context: int, horizon: int) -> None:
     """Imagined frames under the real ones, for the same recorded actions (up to 4 segments
     without padding), from the module's `tokenizer` and `world_model`."""
     from worldmodel.engine import LearnedGame  # the engine imports the models, not Lightning
 
-    whole = batch["mask"].all(dim=1)
-    frames, actions = batch["frames"][whole][:4], batch["actions"][whole][:4]
+    whole = batch[batch.mask.all(dim=1)][:4]
+    frames, actions = whole.frames, whole.actions
     horizon = min(horizon, frames.shape[1] - context)
     if horizon <= 0 or len(frames) == 0:
         return

@@ -21,6 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from worldmodel.data.segments import Segments
 from worldmodel.frames import to_float_frames, to_uint8_frames
 from worldmodel.lit.common import (
     FrozenPerceptualWeights,
@@ -71,23 +72,23 @@ class Pairs:
 
 
 def cut_pairs(
-    batch: dict, gaps: torch.Tensor, starts: torch.Tensor | None = None
+    batch: Segments, gaps: torch.Tensor, starts: torch.Tensor | None = None
 ) -> tuple[Pairs, torch.Tensor, torch.Tensor]:
     """From segments (frames (B, T, ...), actions (B, T), mask (B, T)), the pair that shows
     frame `start + gap` of each segment after its frame `start` (0 unless given), with the
     action taken just before it. A start or gap past the segment's episode end shrinks to
     fit; segments with no second frame are left out. Returns the pairs and, per pair, its
     segment and its start."""
-    last = batch["mask"].sum(1) - 1  # the last valid index of each segment
+    last = batch.mask.sum(1) - 1  # the last valid index of each segment
     starts = torch.zeros_like(gaps) if starts is None else starts
     starts = torch.minimum(starts, (last - 1).clamp_min(0))
     gaps = torch.minimum(gaps, last - starts)
     keep = gaps >= 1
     rows, gaps, starts = torch.nonzero(keep).squeeze(1), gaps[keep], starts[keep]
     pairs = Pairs(
-        previous=batch["frames"][rows, starts],
-        actions=batch["actions"][rows, starts + gaps - 1],
-        frames=batch["frames"][rows, starts + gaps],
+        previous=batch.frames[rows, starts],
+        actions=batch.actions[rows, starts + gaps - 1],
+        frames=batch.frames[rows, starts + gaps],
     )
     return pairs, rows, starts
 
@@ -107,13 +108,13 @@ def own_drawings(
     return previous
 
 
-def consecutive_pairs(batch: dict) -> Pairs:
+def consecutive_pairs(batch: Segments) -> Pairs:
     """Every (frame t, action t, frame t + 1) of the segments that lies inside an episode."""
-    valid = batch["mask"][:, 1:] & batch["mask"][:, :-1]
+    valid = batch.mask[:, 1:] & batch.mask[:, :-1]
     return Pairs(
-        previous=batch["frames"][:, :-1][valid],
-        actions=batch["actions"][:, :-1][valid],
-        frames=batch["frames"][:, 1:][valid],
+        previous=batch.frames[:, :-1][valid],
+        actions=batch.actions[:, :-1][valid],
+        frames=batch.frames[:, 1:][valid],
     )
 
 
@@ -181,12 +182,12 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         own = torch.rand(n, device=self.device) < self.own_drawing_probability
         return torch.where(own, chained, torch.zeros_like(chained))
 
-    def training_pairs(self, batch: dict) -> Pairs:
-        n = len(batch["mask"])
+    def training_pairs(self, batch: Segments) -> Pairs:
+        n = len(batch)
         pairs, rows, starts = cut_pairs(batch, self.draw_gaps(n), self.draw_own_steps(n))
         if starts.any():
             pairs.previous = own_drawings(
-                self.tokenizer, batch["frames"][rows], batch["actions"][rows], starts
+                self.tokenizer, batch.frames[rows], batch.actions[rows], starts
             )
         return pairs
 
@@ -220,7 +221,7 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
             terms["perceptual"] = cfg.perceptual_weight * self.perceptual(recon.clamp(0, 1), target)
         return terms, recon, out.quantized.tokens
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: Segments, batch_idx: int) -> torch.Tensor | None:
         pairs = self.training_pairs(batch)
         terms, recon, tokens = self.losses(pairs)
         if not losses_are_finite(self, terms):
@@ -244,7 +245,7 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_tokens: list[torch.Tensor] = []
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: Segments, batch_idx: int) -> None:
         pairs = consecutive_pairs(batch)  # what the dream asks for: the frame just before
         terms, recon, tokens = self.losses(pairs)
         self._val_tokens.append(tokens.flatten())

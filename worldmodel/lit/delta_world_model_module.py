@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
+from worldmodel.data.segments import Segments
 from worldmodel.lit.common import (
     Throughput,
     check_same_tokenizer,
@@ -37,13 +38,13 @@ class Steps:
 
     @classmethod
     @torch.no_grad()
-    def of(cls, batch: dict, tokenizer: DeltaTokenizer) -> "Steps":
-        frames, mask, actions = batch["frames"], batch["mask"], batch["actions"].long()
+    def of(cls, batch: Segments, tokenizer: DeltaTokenizer) -> "Steps":
+        frames, mask, actions = batch.frames, batch.mask, batch.actions.long()
         b, t = mask.shape
         next_frames = torch.zeros_like(mask)
         next_frames[:, :-1] = mask[:, 1:]
-        if "tokens" in batch:  # tokenized once by the data pipeline (FrameEncoder)
-            tokens = batch["tokens"].clone()
+        if batch.tokens is not None:  # tokenized once by the data pipeline (FrameEncoder)
+            tokens = batch.tokens.clone()
         else:
             tokens = torch.zeros(b, t, tokenizer.cfg.tokens_per_frame, dtype=torch.long)
             tokens = tokens.to(frames.device)
@@ -51,9 +52,7 @@ class Steps:
                 frames[:, :-1].flatten(0, 1), actions[:, :-1].flatten(), frames[:, 1:].flatten(0, 1)
             ).view(b, t - 1, -1)
         tokens *= next_frames[..., None]
-        return cls(
-            frames, actions, tokens, batch["rewards"], batch["terminated"], mask, next_frames
-        )
+        return cls(frames, actions, tokens, batch.rewards, batch.terminated, mask, next_frames)
 
 
 class DeltaWorldModelModule(L.LightningModule):
@@ -103,7 +102,7 @@ class DeltaWorldModelModule(L.LightningModule):
         self.tokenizer.eval()  # frozen: no codebook revival
         return self
 
-    def losses(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def losses(self, batch: Segments) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         s = Steps.of(batch, self.tokenizer)
         out = self.world_model(s.frames, s.actions, s.tokens)
         has_tokens = s.steps & s.next_frames
@@ -127,12 +126,12 @@ class DeltaWorldModelModule(L.LightningModule):
         }
         return terms, predictions
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: Segments, batch_idx: int) -> torch.Tensor | None:
         terms, predictions = self.losses(batch)
         if not losses_are_finite(self, terms):
             return None  # Lightning skips the optimizer step
         loss = sum(terms.values())
-        if (frames_per_s := self.throughput(int(batch["mask"].sum()))) is not None:
+        if (frames_per_s := self.throughput(int(batch.mask.sum()))) is not None:
             self.log("train/frames_per_s", frames_per_s)
         self.log_dict({f"train/{k}_loss": v for k, v in terms.items()})
         self.log_dict(
@@ -145,7 +144,7 @@ class DeltaWorldModelModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._counts = {name: torch.zeros(3, device=self.device) for name in ("reward", "end")}
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: Segments, batch_idx: int) -> None:
         terms, predictions = self.losses(batch)
         self.log_dict({f"val/{k}_loss": v for k, v in terms.items()})
         self.log_dict(

@@ -4,6 +4,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from worldmodel.data.segments import Segments
 from worldmodel.lit.common import (
     Throughput,
     check_same_tokenizer,
@@ -65,15 +66,15 @@ class WorldModelModule(L.LightningModule):
         self.tokenizer.eval()  # frozen: no dropout, no codebook revival
         return self
 
-    def frame_tokens(self, batch: dict) -> torch.Tensor:
-        if "tokens" in batch:  # tokenized once by the data pipeline
-            return batch["tokens"]
-        b, length = batch["frames"].shape[:2]
-        return self.tokenizer.encode(batch["frames"].flatten(0, 1)).view(b, length, -1)
+    def frame_tokens(self, batch: Segments) -> torch.Tensor:
+        if batch.tokens is not None:  # tokenized once by the data pipeline
+            return batch.tokens
+        b, length = batch.frames.shape[:2]
+        return self.tokenizer.encode(batch.frames.flatten(0, 1)).view(b, length, -1)
 
-    def losses(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def losses(self, batch: Segments) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         k = self.cfg.tokens_per_frame
-        tokens, actions, mask = self.frame_tokens(batch), batch["actions"], batch["mask"]
+        tokens, actions, mask = self.frame_tokens(batch), batch.actions, batch.mask
         length = actions.shape[1]
         sequence = self.world_model.interleave(tokens, actions)  # (B, L*(K+1))
         # The whole segment goes in, so every action position gets its reward/end label; the
@@ -98,8 +99,8 @@ class WorldModelModule(L.LightningModule):
         action_pos = torch.arange(length, device=self.device) * (k + 1) + k
         reward_logits = out.reward_logits[:, action_pos][mask]
         end_logits = out.end_logits[:, action_pos][mask]
-        reward_targets = (torch.sign(batch["rewards"]) + 1).long()[mask]
-        end_targets = batch["terminated"].long()[mask]
+        reward_targets = (torch.sign(batch.rewards) + 1).long()[mask]
+        end_targets = batch.terminated.long()[mask]
 
         terms = {
             "obs": (obs_loss * weights).sum() / weights.sum(),
@@ -115,12 +116,12 @@ class WorldModelModule(L.LightningModule):
         }
         return terms, predictions
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Segments, batch_idx: int) -> torch.Tensor:
         terms, predictions = self.losses(batch)
         if not losses_are_finite(self, terms):
             return None  # Lightning skips the optimizer step
         loss = sum(terms.values())
-        frames = int(batch["mask"].sum())
+        frames = int(batch.mask.sum())
         if (frames_per_s := self.throughput(frames)) is not None:
             self.log_dict(
                 {
@@ -141,7 +142,7 @@ class WorldModelModule(L.LightningModule):
         self._counts = {name: torch.zeros(3, device=self.device) for name in ("reward", "end")}
         self._changed_counts = torch.zeros(2, device=self.device)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: Segments, batch_idx: int) -> None:
         terms, predictions = self.losses(batch)
         self.log_dict({f"val/{k}_loss": v for k, v in terms.items()})
         self.log_dict(
