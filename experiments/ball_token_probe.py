@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmodel.bundle import load_tokenizer
 from worldmodel.data.held_out import held_out_frames
 from worldmodel.envs import EnvSpec
 from worldmodel.eval.pong_detector import BACKGROUND, detect
 from worldmodel.eval.report import markdown_table, write_report
+from worldmodel.lit.checkpoints import load_tokenizer
 
 
 def middle_balls(frames: np.ndarray, margin: int = 18) -> tuple[np.ndarray, np.ndarray]:

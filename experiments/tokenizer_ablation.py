@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmodel.bundle import load_tokenizer
 from worldmodel.data.held_out import held_out_frames
 from worldmodel.envs import EnvSpec
 from worldmodel.eval.fidelity import reconstruct
 from worldmodel.eval.report import markdown_table, write_report
 from worldmodel.eval.tokenizer import drawing_scores
+from worldmodel.lit.checkpoints import load_tokenizer
 from worldmodel.models.quantizer import codebook_stats
 
 VARIANTS = {

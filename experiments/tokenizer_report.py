@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worldmodel.bundle import load_tokenizer
 from worldmodel.data.held_out import DEFAULT, HeldOut, held_out_frames
 from worldmodel.envs import EnvSpec
 from worldmodel.eval.pong_detector import PongObjects, compare, detect
 from worldmodel.frames import to_uint8_frames
+from worldmodel.lit.checkpoints import load_tokenizer
 from worldmodel.models.quantizer import codebook_stats
 from worldmodel.models.tokenizer import Tokenizer
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from torch.utils.data import DataLoader
 
 from worldmodel.bundle import load_bundle
 from worldmodel.data.datamodule import FrameEncoder, HeldOutDataset
@@ -45,7 +44,7 @@ def accuracies(module: WorldModelModule, episodes: list[Episode]) -> dict[str, f
     segments = HeldOutDataset(
         episodes, "segments", module.cfg.max_frames, 1, FrameEncoder(module.tokenizer)
     )
-    _, predictions = module.losses(next(iter(DataLoader(segments, batch_size=len(segments)))))
+    _, predictions = module.losses(segments[list(range(len(segments)))])  # all in one batch
     hits, changed = predictions["changed_counts"].tolist()
     return {
         "token_accuracy": float(predictions["token_accuracy"]),

@@ -3,7 +3,8 @@ import os
 import pytest
 import torch
 
-from worldmodel.bundle import BundleError, load_bundle, load_tokenizer
+from worldmodel.bundle import BundleError, load_bundle
+from worldmodel.lit.checkpoints import load_tokenizer
 
 
 class RunsCodeOnLoad:

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from worldmodel.bundle import load_tokenizer
 from worldmodel.data.held_out import HeldOut, held_out_episodes
 from worldmodel.data.segments import Segments
 from worldmodel.envs import EnvSpec
 from worldmodel.eval.tokenizer import tokenizer_scores
 from worldmodel.frames import to_uint8_frames
+from worldmodel.lit.checkpoints import load_tokenizer
 from worldmodel.lit.delta_tokenizer_module import consecutive_pairs, cut_pairs, own_drawings
 from worldmodel.models.delta_tokenizer import DeltaTokenizer, DeltaTokenizerConfig
 

@@ -9,9 +9,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from worldmodel.bundle import BundleError, load_bundle, load_tokenizer, save_bundle
+from worldmodel.bundle import BundleError, load_bundle, save_bundle
+from worldmodel.lit.checkpoints import load_tokenizer, warm_start_world_model
 from worldmodel.models.world_model import WorldModel
-from worldmodel.train import CONFIG_DIR, warm_start
+from worldmodel.train import CONFIG_DIR
 
 from .cli import assert_ok, run_module
 
@@ -195,7 +196,7 @@ def test_warm_starting_from_a_world_model_of_another_size_says_what_does_not_fit
     trained = load_bundle(path).world_model.cfg
     wider = WorldModel(replace(trained, d_model=2 * trained.d_model))
     with pytest.raises(BundleError, match=r"does not fit.*size mismatch"):
-        warm_start(wider, str(path))
+        warm_start_world_model(wider, str(path))
 
 
 def test_world_model_gap_reports_held_out_and_fresh_play_accuracy(smoke_iris_run, tmp_path):

@@ -78,17 +78,9 @@ def save_bundle(
     return path
 
 
-def submodule_state(state_dict: dict, name: str) -> dict[str, torch.Tensor]:
-    """The entries of a LightningModule's state dict that belong to its submodule `name`."""
-    prefix = name + "."
-    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-
-
-def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
-
-
-def _read(path: Path) -> dict:
+def read_checkpoint(path: str | Path) -> dict:
+    """A file torch.save wrote, read without running code (weights_only), or a BundleError."""
+    path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: no such file")
     if not zipfile.is_zipfile(path):  # torch.save writes zip archives; this is something else
@@ -137,7 +129,7 @@ def load_bundle(
     path: str | Path, device: str | torch.device = "cpu", require_world_model: bool = True
 ) -> Bundle:
     path = Path(path)
-    payload = _read(path)
+    payload = read_checkpoint(path)
     if payload.get("format") != FORMAT:
         hint = (
             " (it is a Lightning training checkpoint: bundles are written as bundle.ckpt "
@@ -167,46 +159,3 @@ def load_bundle(
         tuple(payload["action_meanings"]),
         payload.get("train_config", ""),
     )
-
-
-def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> AnyTokenizer:
-    """A tokenizer from a bundle or from a tokenizer stage's Lightning checkpoint."""
-    path = Path(path)
-    payload = _read(path)
-    if payload.get("format") == FORMAT:
-        return load_bundle(path, device, require_world_model=False).tokenizer
-    model = payload.get("hyper_parameters", {}).get("model", {})
-    if "autoencoder" in model:
-        tokenizer = Tokenizer(TokenizerConfig(**model))
-    elif "context_channels" in model:
-        tokenizer = DeltaTokenizer(DeltaTokenizerConfig(**model))
-    else:
-        raise BundleError(f"{path}: neither a bundle nor a tokenizer checkpoint")
-    tokenizer.load_state_dict(submodule_state(payload["state_dict"], "tokenizer"))
-    return tokenizer.to(device).eval()
-
-
-def load_world_model_state(
-    path: str | Path, tokenizer: Tokenizer | None = None
-) -> tuple[dict[str, torch.Tensor], dict]:
-    """The world model's state dict from a bundle or a world-model stage's checkpoint, and the
-    WorldModelConfig fields the file records (a stage's checkpoint: its sizes only); with
-    `tokenizer`, a BundleError unless the file's world model was trained on its tokens."""
-    path = Path(path)
-    payload = _read(path)
-    if tokenizer is not None:
-        saved = (
-            payload["tokenizer"]["state_dict"]
-            if payload.get("format") == FORMAT
-            else submodule_state(payload.get("state_dict", {}), "tokenizer")
-        )
-        if not same_weights(saved, tokenizer.state_dict()):
-            raise BundleError(f"{path}: its world model was trained on another tokenizer")
-    if payload.get("format") == FORMAT:
-        if payload["world_model"] is None:
-            raise BundleError(f"{path}: holds a tokenizer only, no world model")
-        return payload["world_model"]["state_dict"], payload["world_model"]["config"]
-    weights = submodule_state(payload.get("state_dict", {}), "world_model")
-    if not weights:
-        raise BundleError(f"{path}: neither a bundle nor a world-model checkpoint")
-    return weights, payload.get("hyper_parameters", {}).get("model", {})

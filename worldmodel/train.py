@@ -9,7 +9,6 @@ import logging
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -21,17 +20,10 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from worldmodel.bundle import (
-    BundleError,
-    kind_of,
-    load_tokenizer,
-    load_weights,
-    load_world_model_state,
-    save_bundle,
-)
+from worldmodel.bundle import BundleError, kind_of, save_bundle
 from worldmodel.envs import EnvSpec
+from worldmodel.lit.checkpoints import load_tokenizer, warm_start_tokenizer, warm_start_world_model
 from worldmodel.models.delta_tokenizer import DeltaTokenizer
-from worldmodel.models.tokenizer import Tokenizer
 from worldmodel.tracking import finish_loggers
 
 log = logging.getLogger(__name__)
@@ -128,31 +120,6 @@ def fit_stage(
     return trainer, last
 
 
-def warm_start_tokenizer(tokenizer: Tokenizer, path: str) -> None:
-    """Start from another run's tokenizer weights (new optimizer, step 0): to fine-tune a
-    trained tokenizer (a bundle's too) with other settings (the loss and learning rate live
-    in the module, not here). The weights must fit; config fields that change none of them
-    (local_encoder without attention, dead-code revival) may differ, and are logged."""
-    source = load_tokenizer(path)
-    load_weights(
-        tokenizer, source.state_dict(), f"{path}: its tokenizer does not fit tokenizer's config"
-    )
-    ours, theirs = asdict(tokenizer.cfg), asdict(source.cfg)
-    changed = {k: f"{theirs[k]} -> {ours[k]}" for k in ours if ours[k] != theirs[k]}
-    log.info("tokenizer initialised from %s%s", path, f", changed: {changed}" if changed else "")
-
-
-def warm_start(world_model: torch.nn.Module, path: str) -> None:
-    """Start from another run's world-model weights (new optimizer, step 0): to go on at
-    another learning rate, or on a tokenizer trained further. All weights load; on a new
-    tokenizer the rows tied to token ids (token embedding, output head) carry over only as
-    far as its ids keep their meaning."""
-    mismatch = f"{path}: its world model does not fit world_model's config"
-    weights, _ = load_world_model_state(path)
-    load_weights(world_model, weights, mismatch)
-    log.info("world model initialised from %s", path)
-
-
 def is_delta(group: DictConfig) -> bool:
     """Whether a tokenizer or world_model config group is the context-aware (Delta) design."""
     return group.module.get("_target_", "").split(".")[-1].startswith("Delta")
@@ -223,7 +190,7 @@ def run(cfg: DictConfig) -> float | None:
         )
         # A resumed run already started from init_from; its checkpoint has the weights since.
         if cfg.world_model.init_from and resume_path(cfg, "world_model") is None:
-            warm_start(module.world_model, cfg.world_model.init_from)
+            warm_start_world_model(module.world_model, cfg.world_model.init_from)
         trainer, _ = fit_stage(
             cfg,
             "world_model",

@@ -12,7 +12,6 @@ import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from PIL import Image
 
-from worldmodel.bundle import same_weights, submodule_state
 from worldmodel.data.segments import Segments
 from worldmodel.models.quantizer import VectorQuantizer
 
@@ -134,18 +133,6 @@ def warmup_cosine(
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
     return {"scheduler": schedule, "interval": "step"}
-
-
-def check_same_tokenizer(checkpoint: dict, tokenizer: torch.nn.Module) -> None:
-    """Resuming a world-model stage would load the checkpoint's tokenizer over the one given
-    (whose tokens the data may already hold): refuse a checkpoint with another tokenizer."""
-    saved = submodule_state(checkpoint["state_dict"], "tokenizer")
-    if not same_weights(saved, tokenizer.state_dict()):
-        raise ValueError(
-            "the world-model checkpoint being resumed was trained on a different tokenizer "
-            "than tokenizer_ckpt; to start from its weights on new tokens use "
-            "world_model.init_from=CKPT (a fresh optimizer and step count) instead of ckpt_path"
-        )
 
 
 @torch.no_grad()

@@ -12,9 +12,9 @@ import lightning as L
 import torch
 
 from worldmodel.data.segments import Segments
+from worldmodel.lit.checkpoints import check_same_tokenizer
 from worldmodel.lit.common import (
     Throughput,
-    check_same_tokenizer,
     log_rollout,
     losses_are_finite,
     warmup_cosine,

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from worldmodel.data.segments import Segments
+from worldmodel.lit.checkpoints import check_same_tokenizer
 from worldmodel.lit.common import (
     Throughput,
-    check_same_tokenizer,
     log_rollout,
     losses_are_finite,
 )
