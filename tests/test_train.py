@@ -8,6 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from worldmodel.bundle import BundleError, load_bundle, save_bundle
 from worldmodel.lit.checkpoints import load_tokenizer, warm_start_world_model
@@ -58,6 +59,19 @@ def test_experiment_configs_compose_and_build(exp):
     assert spec.frame_size == 64
     policy = instantiate(cfg.policy)(action_meanings=spec.action_meanings(), num_envs=2, seed=0)
     assert hasattr(policy, "act")
+
+
+def test_the_sweep_searches_settings_the_recipe_has():
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["+exp=pong_tiny", "hparams_search=world_model_optuna"],
+            return_hydra_config=True,
+        )
+    params = cfg.hydra.sweeper.params
+    assert params
+    for key in params:
+        assert OmegaConf.select(cfg, key) is not None, key
 
 
 def test_a_config_typo_and_an_unknown_experiment_are_clear_errors():
