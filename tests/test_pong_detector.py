@@ -6,16 +6,14 @@ import pytest
 from worldmodel.envs.atari import AtariBatch, EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.envs.resize import AreaResize
-from worldmodel.eval.pong_detector import (
+from worldmodel.eval.pong_detector import compare, detect, score_regions_agree
+from worldmodel.eval.pong_screen import (
     BACKGROUND,
     OPPONENT_COLS,
     PLAYER_COLS,
     PLAYFIELD_ROWS,
     WHITE,
-    compare,
-    detect,
     ram_to_pixels,
-    score_regions_agree,
 )
 
 NUM_ENVS, STEPS, SEED = 8, 100, 7
