@@ -7,7 +7,8 @@ import pytest
 
 from worldmodel.bundle import load_bundle
 from worldmodel.eval.pong_detector import detect
-from worldmodel.play.app import PlayApp, PlaySettings
+from worldmodel.play.app import PlayApp
+from worldmodel.play.settings import PlaySettings
 
 from .cli import assert_ok, run_module
 

@@ -11,7 +11,8 @@ from omegaconf import OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from worldmodel.bundle import BundleError, load_bundle  # noqa: E402
-from worldmodel.play.app import PlayApp, PlaySettings, pick_device  # noqa: E402
+from worldmodel.play.app import PlayApp  # noqa: E402
+from worldmodel.play.settings import PlaySettings, pick_device  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

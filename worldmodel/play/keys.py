@@ -2,7 +2,7 @@
 
 Keys give directions (up/down/left/right) and fire; the action is the env's action whose
 name spells them (e.g. "UPFIRE"). A game whose names are odd (Pong moves its paddle up
-with "RIGHT") gets a per-game renaming in KEY_NAMES (worldmodel/play/app.py, `key_names=`).
+with "RIGHT") gets a per-game renaming in KEY_NAMES (worldmodel/play/settings.py, `key_names=`).
 """
 
 from collections.abc import Iterable, Mapping
