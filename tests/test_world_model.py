@@ -156,19 +156,22 @@ def test_compiling_in_the_background_plays_at_once_and_then_switches():
     assert (later[0].int() - later[1].int()).abs().max() <= 1  # fused kernels round apart
 
 
-def test_a_failed_compile_warns_and_runs_uncompiled(monkeypatch):
+def test_a_failed_compile_warns_and_runs_uncompiled():
     import torch._inductor.config as inductor_config
-
-    # As on a machine without a C++ compiler (and no cached kernels to fall back on).
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/g++"))
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
 
     def double(x: torch.Tensor) -> torch.Tensor:
         return torch.sin(x) * 2
 
     step = CompiledOrEager(double, compile=True)
     x = torch.linspace(0, 1, 5)
-    with pytest.warns(UserWarning, match="torch.compile failed"):
+    # As on a machine without a C++ compiler (and no cached kernels to fall back on); the
+    # config's own patch() puts it back (monkeypatch deleted fx_graph_cache: later compiles
+    # in the same process failed).
+    no_compiler = {"cpp.cxx": (None, "/nonexistent/g++"), "fx_graph_cache": False}
+    with (
+        inductor_config.patch(no_compiler),
+        pytest.warns(UserWarning, match="torch.compile failed"),
+    ):
         assert torch.allclose(step(x), double(x))
     assert step.compiled is None  # and from then on it runs uncompiled
 

@@ -12,6 +12,6 @@ rm -rf .gpu_wheels && mkdir -p .gpu_wheels
 "$PIP" download --quiet --no-deps --dest .gpu_wheels --python-version 3.12 \
   --only-binary=:all: --platform manylinux_2_28_x86_64 --implementation cp \
   ale-py==0.12.1 gymnasium==1.4.0 farama-notifications==0.0.6 hydra-core==1.3.8 \
-  omegaconf==2.3.1 lpips==0.1.4
+  omegaconf==2.3.1 lpips==0.1.4 einops==0.8.2
 "$PIP" download --quiet --no-deps --dest .gpu_wheels antlr4-python3-runtime==4.9.3
 du -sh .gpu_wheels

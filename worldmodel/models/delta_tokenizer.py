@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from worldmodel.frames import to_float_frames
@@ -132,15 +133,13 @@ class DeltaTokenizer(nn.Module):
 
     def _to_regions(self, z: torch.Tensor) -> torch.Tensor:
         """(B, C, n, n) -> (B, K, C * region**2)."""
-        b, c = z.shape[:2]
-        g, p = self.cfg.token_grid, self.cfg.region
-        return z.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, -1)
+        g = self.cfg.token_grid
+        return rearrange(z, "b c (gy py) (gx px) -> b (gy gx) (c py px)", gy=g, gx=g)
 
     def _from_regions(self, v: torch.Tensor) -> torch.Tensor:
         """(B, K, C * region**2) -> (B, C, n, n)."""
-        b, c = v.shape[0], self.cfg.latent_channels
         g, p = self.cfg.token_grid, self.cfg.region
-        return v.reshape(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, g * p, g * p)
+        return rearrange(v, "b (gy gx) (c py px) -> b c (gy py) (gx px)", gy=g, py=p, px=p)
 
     # --- encoder / decoder ---------------------------------------------------------------
 

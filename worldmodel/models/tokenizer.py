@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field, replace
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from worldmodel.frames import to_float_frames
@@ -64,17 +65,16 @@ class Tokenizer(nn.Module):
 
     def to_patches(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B * h * w, C, p, p): one image per token, row by row."""
-        b, c, _, _ = x.shape
-        (h, w), p = self.latent_shape, self.patch
-        return x.reshape(b, c, h, p, w, p).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, p, p)
+        h, w = self.latent_shape
+        return rearrange(x, "b c (h ph) (w pw) -> (b h w) c ph pw", h=h, w=w)
 
     def _latents(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) what the encoder says, before the codebook."""
         x = to_float_frames(frames) * 2 - 1
         if not self.cfg.local_encoder:
             return self.pre_quant(self.encoder(x))
-        (h, w), b = self.latent_shape, x.shape[0]
-        z = self.encoder(self.to_patches(x)).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        patches = self.encoder(self.to_patches(x))  # (B * h * w, D, 1, 1)
+        z = rearrange(patches, "(b h w) d 1 1 -> b d h w", b=x.shape[0], h=self.latent_shape[0])
         return self.pre_quant(z)
 
     def _encode(self, frames: torch.Tensor) -> QuantizerOutput:

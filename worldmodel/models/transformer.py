@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 
@@ -67,8 +68,8 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, layer_kv: torch.Tensor | None, start: int) -> torch.Tensor:
         """x (B, T, D). With `layer_kv` (2, B, H, capacity, hd) the new keys/values are written
         at [start, start+T) and attention covers everything before them too."""
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = rearrange(self.qkv(x), "b t (qkv h d) -> qkv b h t d", qkv=3, h=self.n_heads)
+        t = x.shape[1]
         if layer_kv is not None:
             layer_kv[0, :, :, start : start + t] = k
             layer_kv[1, :, :, start : start + t] = v
@@ -86,7 +87,7 @@ class CausalSelfAttention(nn.Module):
             is_causal=causal,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, t, d)))
+        return self.resid_dropout(self.proj(rearrange(y, "b h t d -> b t (h d)")))
 
     def extend(
         self, x: torch.Tensor, layer_kv: torch.Tensor, bias: torch.Tensor
@@ -95,13 +96,12 @@ class CausalSelfAttention(nn.Module):
         `bias` (T, capacity + T) 0 where a query may look, -inf elsewhere. Returns the output
         (B, T, D) and the new tokens' keys/values (2, B, H, T, hd). The cache is not
         concatenated with the new keys (a copy of it per layer): the scores of both are."""
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = rearrange(self.qkv(x), "b t (qkv h d) -> qkv b h t d", qkv=3, h=self.n_heads)
         capacity = layer_kv.shape[3]
         scores = torch.cat([q @ layer_kv[0].transpose(-1, -2), q @ k.transpose(-1, -2)], -1)
         probs = (scores / math.sqrt(q.shape[-1]) + bias).softmax(-1)
         y = probs[..., :capacity] @ layer_kv[1] + probs[..., capacity:] @ v
-        return self.proj(y.transpose(1, 2).reshape(b, t, d)), torch.stack([k, v])
+        return self.proj(rearrange(y, "b h t d -> b t (h d)")), torch.stack([k, v])
 
 
 class Block(nn.Module):
