@@ -304,8 +304,10 @@ def test_changed_tokens_weigh_more_in_the_frame_loss():
         sequence = plain.world_model.interleave(tokens, batch.actions)
         logits = plain.world_model(sequence).obs_logits
         # Token 5 of frames 1..3 sits at f*(k+1)+5 and is predicted one position earlier.
-        where = torch.tensor([f * (k + 1) + 5 for f in (1, 2, 3)])
-        every = torch.tensor([p for p in range(1, sequence.shape[1]) if p % (k + 1) != k])
+        layout = plain.cfg.layout
+        where = torch.tensor([f * layout.length + 5 for f in (1, 2, 3)])
+        positions = torch.arange(1, sequence.shape[1])
+        every = positions[layout.is_frame_token(positions)]
 
         def mean_ce(positions: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.cross_entropy(

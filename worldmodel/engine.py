@@ -159,7 +159,7 @@ class LearnedGame:
         frame's j-th input (the action, then its tokens); the last input predicts nothing.
         Zero for the games that do not sample."""
         k, v, b = self.cfg.tokens_per_frame, self.cfg.num_codes, len(sampling)
-        noise = torch.zeros(b, k + 1, v, device=self.device)
+        noise = torch.zeros(b, self.cfg.layout.length, v, device=self.device)
         if any(sampling):  # Gumbel(0, 1); finite (from a uniform > 0), so that a nucleus of
             # one token is never all -inf
             uniform = torch.rand(b, k, v, generator=self.generator, device=self.device)
@@ -226,8 +226,7 @@ class LearnedGame:
         {-1, 0, 1}, ends (B,) bool."""
         if self.cache is None:
             raise RuntimeError("call reset(frames) before step(actions)")
-        k = self.cfg.tokens_per_frame
-        if self.cache.length + k + 1 > self.cache.capacity:
+        if self.cache.length + self.cfg.layout.length > self.cache.capacity:
             self.frame_tokens = self.frame_tokens[:, -self.keep_frames :]
             self.actions = (
                 self.actions[:, -(self.keep_frames - 1) :]

@@ -73,30 +73,33 @@ class WorldModelModule(L.LightningModule):
         return self.tokenizer.encode(batch.frames.flatten(0, 1)).view(b, length, -1)
 
     def losses(self, batch: Segments) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        k = self.cfg.tokens_per_frame
+        layout, k = self.cfg.layout, self.cfg.tokens_per_frame
         tokens, actions, mask = self.frame_tokens(batch), batch.actions, batch.mask
-        length = actions.shape[1]
-        sequence = self.world_model.interleave(tokens, actions)  # (B, L*(K+1))
+        sequence = self.world_model.interleave(tokens, actions)  # (B, L * layout.length)
         # The whole segment goes in, so every action position gets its reward/end label; the
         # last position's next-token prediction has no target and is ignored.
         out = self.world_model(sequence)
 
         # Next-token targets that are frame tokens of frames that really happened.
         target_pos = torch.arange(1, sequence.shape[1], device=self.device)
-        is_frame_token = (target_pos % (k + 1) != k)[None, :] & mask[:, target_pos // (k + 1)]
+        is_frame_token = (
+            layout.is_frame_token(target_pos)[None, :] & mask[:, layout.frame_of(target_pos)]
+        )
         obs_logits = out.obs_logits[:, :-1][is_frame_token]
         obs_targets = sequence[:, 1:][is_frame_token]
         # A token that differs from the one at its place in the frame before: the ball and
         # the paddles moving. They are a few percent of the targets, the rest is a still
         # background, so `changed_token_weight` > 1 puts the loss where the game happens.
-        changed = torch.zeros(*tokens.shape[:2], k + 1, dtype=torch.bool, device=self.device)
+        changed = torch.zeros(
+            *tokens.shape[:2], layout.length, dtype=torch.bool, device=self.device
+        )
         changed[:, 1:, :k] = tokens[:, 1:] != tokens[:, :-1]  # the action slots stay False
         changed = changed.flatten(1)[:, 1:][is_frame_token]
         weights = 1.0 + (self.changed_token_weight - 1.0) * changed.float()
         obs_loss = F.cross_entropy(obs_logits, obs_targets, reduction="none")
 
         # Reward and end, read at each action position.
-        action_pos = torch.arange(length, device=self.device) * (k + 1) + k
+        action_pos = layout.action_positions(actions.shape[1], self.device)
         reward_logits = out.reward_logits[:, action_pos][mask]
         end_logits = out.end_logits[:, action_pos][mask]
         reward_targets = (torch.sign(batch.rewards) + 1).long()[mask]
@@ -126,7 +129,7 @@ class WorldModelModule(L.LightningModule):
             self.log_dict(
                 {
                     "train/frames_per_s": frames_per_s,
-                    "train/tokens_per_s": frames_per_s * self.cfg.block_len,
+                    "train/tokens_per_s": frames_per_s * self.cfg.layout.length,
                 }
             )
         self.log_dict({f"train/{k}_loss": v for k, v in terms.items()})

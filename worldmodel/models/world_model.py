@@ -62,12 +62,38 @@ class WorldModelConfig:
             )
 
     @property
-    def block_len(self) -> int:
-        return self.tokens_per_frame + 1
+    def layout(self) -> "FrameLayout":
+        return FrameLayout(self.tokens_per_frame)
 
     @property
     def block_size(self) -> int:
-        return self.max_frames * self.block_len
+        return self.max_frames * self.layout.length
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """One frame's inputs in the sequence: [token 1 .. token K, the action taken on it]."""
+
+    tokens_per_frame: int
+
+    @property
+    def length(self) -> int:
+        return self.tokens_per_frame + 1
+
+    @property
+    def action(self) -> int:
+        """The action's place in a frame's inputs."""
+        return self.tokens_per_frame
+
+    def action_positions(self, frames: int, device: torch.device | None = None) -> torch.Tensor:
+        """Where each of `frames` frames' action sits in the sequence."""
+        return torch.arange(frames, device=device) * self.length + self.action
+
+    def frame_of(self, positions: torch.Tensor) -> torch.Tensor:
+        return positions // self.length
+
+    def is_frame_token(self, positions: torch.Tensor) -> torch.Tensor:
+        return positions % self.length != self.action
 
 
 @dataclass
@@ -98,7 +124,7 @@ class WorldModel(nn.Module):
         init_gpt2_weights(self, cfg.n_layers)
 
     def interleave(self, frame_tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """(B, L, K) frame tokens and (B, L) actions -> (B, L*(K+1)) one sequence."""
+        """(B, L, K) frame tokens and (B, L) actions -> (B, L * layout.length) one sequence."""
         return torch.cat([frame_tokens, actions[..., None] + self.cfg.num_codes], dim=-1).flatten(1)
 
     def new_cache(self, batch: int, device: torch.device) -> KVCache:
