@@ -30,7 +30,6 @@ class DeltaGame(LearnedGame):
             options.get("compile_in_background", False),
         )
         self._compiled_parts.append(self._embed)
-        self.layout = world_model.layout
         self.embeddings: torch.Tensor | None = None  # (B, n, D) the frames in context
         self.tokens: torch.Tensor | None = None  # (B, n-1, K) each frame's given the one before
         self.frame: torch.Tensor | None = None  # (B, H, W, 3) uint8, the last frame

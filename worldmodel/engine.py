@@ -74,6 +74,7 @@ class LearnedGame:
         self._decode = CompiledOrEager(tokenizer.decode, compile, compile_in_background)
         self._compiled_parts = [self._extend_and_sample, self._decode]
         self.cfg = world_model.cfg
+        self.layout = self.cfg.layout  # where each input sits in a step's block
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.temperature, self.top_p, self.greedy = temperature, top_p, greedy
@@ -159,7 +160,7 @@ class LearnedGame:
         frame's j-th input (the action, then its tokens); the last input predicts nothing.
         Zero for the games that do not sample."""
         k, v, b = self.cfg.tokens_per_frame, self.cfg.num_codes, len(sampling)
-        noise = torch.zeros(b, self.cfg.layout.length, v, device=self.device)
+        noise = torch.zeros(b, self.layout.length, v, device=self.device)
         if any(sampling):  # Gumbel(0, 1); finite (from a uniform > 0), so that a nucleus of
             # one token is never all -inf
             uniform = torch.rand(b, k, v, generator=self.generator, device=self.device)
@@ -226,7 +227,7 @@ class LearnedGame:
         {-1, 0, 1}, ends (B,) bool."""
         if self.cache is None:
             raise RuntimeError("call reset(frames) before step(actions)")
-        if self.cache.length + self.cfg.layout.length > self.cache.capacity:
+        if self.cache.length + self.layout.length > self.cache.capacity:
             self.frame_tokens = self.frame_tokens[:, -self.keep_frames :]
             self.actions = (
                 self.actions[:, -(self.keep_frames - 1) :]
