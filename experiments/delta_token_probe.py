@@ -61,13 +61,15 @@ def main() -> None:
         raise SystemExit(f"{args.bundle} holds {bundle.kind} tokens; this probe is for delta ones")
     tokenizer, world_model = bundle.tokenizer, bundle.world_model
     frames, actions = tracker_play(bundle, args.steps)
-    f0, f1, f2 = (frames[:, i : frames.shape[1] - 2 + i].reshape(-1, 64, 64, 3) for i in range(3))
+    image = frames.shape[2:]
+    f0, f1, f2 = (frames[:, i : frames.shape[1] - 2 + i].reshape(-1, *image) for i in range(3))
     a1 = actions[:, 1:].reshape(-1)
     d0, d1, d2 = detect(f0), detect(f1), detect(f2)
     v1, v2 = d1.ball_xy - d0.ball_xy, d2.ball_xy - d1.ball_xy
     flying = d0.ball_present & d1.ball_present & d2.ball_present
     flying &= (np.abs(v1 - v2).max(1) < 0.6) & (np.abs(v2).max(1) > 0.8)
-    flying &= (d1.ball_xy[:, 0] > 12) & (d1.ball_xy[:, 0] < 50)  # clear of both paddles
+    width = image[1]
+    flying &= (d1.ball_xy[:, 0] > 0.19 * width) & (d1.ball_xy[:, 0] < 0.78 * width)  # no paddle
     keep = np.nonzero(flying)[0]
     previous, before, frame = (torch.from_numpy(f[keep]) for f in (f1, f0, f2))
     act = torch.from_numpy(a1[keep]).long()
@@ -93,7 +95,9 @@ def main() -> None:
         ]
     )
 
-    quadrant = torch.from_numpy((where[:, 1] >= 32).astype(int) * 2 + (where[:, 0] >= 32))
+    grid = tokenizer.cfg.token_grid  # tokens cover a grid of regions, row by row
+    cell = (where // (tokenizer.cfg.resolution // grid)).astype(int).clip(0, grid - 1)
+    quadrant = torch.from_numpy(cell[:, 1] * grid + cell[:, 0])
     codes = tokenizer.quantizer.codes()
     similarity = (codes @ codes.T).fill_diagonal_(-2.0)
     ball_token = tokens[torch.arange(len(keep)), quadrant]
@@ -116,7 +120,7 @@ def main() -> None:
             ]
         )
 
-    every = frames[:, 1:].reshape(-1, 64, 64, 3)
+    every = frames[:, 1:].reshape(-1, *image)
     seen = detect(every)
     with_ball = np.nonzero(seen.ball_present)[0]
     x = world_model.embed_frames(torch.from_numpy(every[with_ball])).numpy()
