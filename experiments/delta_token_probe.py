@@ -27,6 +27,7 @@ from worldmodel.bundle import load_bundle
 from worldmodel.envs.atari import AtariBatch
 from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.eval.pong_detector import detect
+from worldmodel.eval.pong_screen import geometry
 from worldmodel.eval.report import markdown_table, write_report
 from worldmodel.frames import to_uint8_frames
 
@@ -61,15 +62,19 @@ def main() -> None:
         raise SystemExit(f"{args.bundle} holds {bundle.kind} tokens; this probe is for delta ones")
     tokenizer, world_model = bundle.tokenizer, bundle.world_model
     frames, actions = tracker_play(bundle, args.steps)
-    image = frames.shape[2:]
-    f0, f1, f2 = (frames[:, i : frames.shape[1] - 2 + i].reshape(-1, *image) for i in range(3))
+    envs, length, image = frames.shape[0], frames.shape[1], frames.shape[2:]
+    every = frames.reshape(-1, *image)
+    seen = detect(every)  # once; the triples index into it
+    starts = (np.arange(envs)[:, None] * length + np.arange(length - 2)).reshape(-1)
+    f0, f1, f2 = (every[starts + i] for i in range(3))
+    d0, d1, d2 = (seen[starts + i] for i in range(3))
     a1 = actions[:, 1:].reshape(-1)
-    d0, d1, d2 = detect(f0), detect(f1), detect(f2)
     v1, v2 = d1.ball_xy - d0.ball_xy, d2.ball_xy - d1.ball_xy
     flying = d0.ball_present & d1.ball_present & d2.ball_present
     flying &= (np.abs(v1 - v2).max(1) < 0.6) & (np.abs(v2).max(1) > 0.8)
-    width = image[1]
-    flying &= (d1.ball_xy[:, 0] > 0.19 * width) & (d1.ball_xy[:, 0] < 0.78 * width)  # no paddle
+    bands = geometry(*image[:2]).band_cols  # clear of both paddles by a ball's move or two
+    x = d1.ball_xy[:, 0]
+    flying &= (x > bands["opponent"].max() + 4) & (x < bands["player"].min() - 4)
     keep = np.nonzero(flying)[0]
     previous, before, frame = (torch.from_numpy(f[keep]) for f in (f1, f0, f2))
     act = torch.from_numpy(a1[keep]).long()
@@ -120,9 +125,9 @@ def main() -> None:
             ]
         )
 
-    every = frames[:, 1:].reshape(-1, *image)
-    seen = detect(every)
-    with_ball = np.nonzero(seen.ball_present)[0]
+    # Each env's first frame is drawn in another palette, before the game starts.
+    later = (np.arange(envs * length) % length) > 0
+    with_ball = np.nonzero(seen.ball_present & later)[0]
     x = world_model.embed_frames(torch.from_numpy(every[with_ball])).numpy()
     x, y = np.concatenate([x, np.ones((len(x), 1))], 1), seen.ball_xy[with_ball]
     fit = len(x) * 3 // 4
