@@ -1,7 +1,10 @@
 """What do a context-aware bundle's tokens say about the ball, and what does its world model
 see of it? Trains nothing.
 
-    python experiments/delta_token_probe.py [BUNDLE] [--steps 400] [--out experiments/reports]
+    python experiments/delta_token_probe.py [BUNDLE_OR_TOKENIZER_CKPT] [--steps 400] [--out DIR]
+
+A tokenizer stage's checkpoint (runs/NAME/tokenizer/checkpoints/last.ckpt) is probed on Pong
+at its resolution, without the frame-embedding section (it has no world model).
 
 On tracker play (4 envs, fixed seed), for every triple of frames f0, f1, f2 with the ball in
 flight mid-field at a constant velocity:
@@ -13,8 +16,8 @@ flight mid-field at a constant velocity:
 * code geometry: the token of the ball's quadrant swapped for its n-th nearest code (cosine)
   or a random one: how far the drawn ball moves. Small moves for near codes mean a world
   model's near miss is a small error, not a jump.
-* frame embedding: a ridge probe of the ball's position from the world model's embedding
-  of the frame (what the GPT reads of the frame it is about to continue).
+* frame embedding (a bundle): a ridge probe of the ball's position from the world model's
+  embedding of the frame (what the GPT reads of the frame it is about to continue).
 """
 
 import argparse
@@ -23,18 +26,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmodel.bundle import load_bundle
-from worldmodel.envs.atari import AtariBatch
+from worldmodel.bundle import FORMAT, load_bundle, read_checkpoint
+from worldmodel.envs.atari import AtariBatch, EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
 from worldmodel.eval.pong_detector import detect
 from worldmodel.eval.pong_screen import geometry
 from worldmodel.eval.report import markdown_table, write_report
 from worldmodel.frames import to_uint8_frames
+from worldmodel.lit.checkpoints import load_tokenizer
+from worldmodel.models.delta_tokenizer import DeltaTokenizer
 
 
-def tracker_play(bundle, steps: int, envs: int = 4, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def tracker_play(
+    spec: EnvSpec, steps: int, envs: int = 4, seed: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
     """-> frames (envs, steps + 1, H, W, 3) uint8, actions (envs, steps)."""
-    batch = AtariBatch(bundle.spec, num_envs=envs, seed=seed)
+    batch = AtariBatch(spec, num_envs=envs, seed=seed)
     policy = TrackerPolicy(batch.action_meanings, envs, seed=seed)
     frames, actions = [batch.reset().copy()], []
     for _ in range(steps):
@@ -57,11 +64,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--out", type=Path, default=Path("experiments/reports"))
     args = parser.parse_args()
-    bundle = load_bundle(args.bundle)
-    if bundle.kind != "delta":
-        raise SystemExit(f"{args.bundle} holds {bundle.kind} tokens; this probe is for delta ones")
-    tokenizer, world_model = bundle.tokenizer, bundle.world_model
-    frames, actions = tracker_play(bundle, args.steps)
+    if read_checkpoint(args.bundle).get("format") == FORMAT:
+        bundle = load_bundle(args.bundle)
+        tokenizer, world_model, spec = bundle.tokenizer, bundle.world_model, bundle.spec
+    else:  # a tokenizer stage's checkpoint
+        tokenizer, world_model = load_tokenizer(args.bundle), None
+        spec = EnvSpec(frame_size=tokenizer.cfg.resolution)
+    if not isinstance(tokenizer, DeltaTokenizer):
+        raise SystemExit(f"{args.bundle} holds IRIS tokens; this probe is for context-aware ones")
+    frames, actions = tracker_play(spec, args.steps)
     envs, length, image = frames.shape[0], frames.shape[1], frames.shape[2:]
     every = frames.reshape(-1, *image)
     seen = detect(every)  # once; the triples index into it
@@ -125,23 +136,8 @@ def main() -> None:
             ]
         )
 
-    # Each env's first frame is drawn in another palette, before the game starts.
-    later = (np.arange(envs * length) % length) > 0
-    with_ball = np.nonzero(seen.ball_present & later)[0]
-    x = world_model.embed_frames(torch.from_numpy(every[with_ball])).numpy()
-    x, y = np.concatenate([x, np.ones((len(x), 1))], 1), seen.ball_xy[with_ball]
-    fit = len(x) * 3 // 4
-    weights = np.linalg.solve(x[:fit].T @ x[:fit] + np.eye(x.shape[1]), x[:fit].T @ y[:fit])
-    probe = np.abs(x[fit:] @ weights - y[fit:]).mean(0)
-    results["embedding_probe_px"] = probe.tolist()
-    rows.append(
-        [
-            "ball from the world model's frame embedding (ridge probe, held-out quarter): x / y",
-            "",
-            f"{probe[0]:.2f} / {probe[1]:.2f}",
-            f"{len(with_ball)} frames",
-        ]
-    )
+    if world_model is not None:
+        rows.append(embedding_probe(world_model, every, seen, length, results))
     write_report(
         args.out,
         "delta_token_probe",
@@ -151,6 +147,25 @@ def main() -> None:
         markdown_table(["probe", "ball found", "ball error (px)", ""], rows),
         results,
     )
+
+
+def embedding_probe(world_model, every: np.ndarray, seen, length: int, results: dict) -> list:
+    """A ridge probe of the ball from the world model's frame embedding: a report row."""
+    # Each env's first frame is drawn in another palette, before the game starts.
+    later = (np.arange(len(every)) % length) > 0
+    with_ball = np.nonzero(seen.ball_present & later)[0]
+    x = world_model.embed_frames(torch.from_numpy(every[with_ball])).numpy()
+    x, y = np.concatenate([x, np.ones((len(x), 1))], 1), seen.ball_xy[with_ball]
+    fit = len(x) * 3 // 4
+    weights = np.linalg.solve(x[:fit].T @ x[:fit] + np.eye(x.shape[1]), x[:fit].T @ y[:fit])
+    probe = np.abs(x[fit:] @ weights - y[fit:]).mean(0)
+    results["embedding_probe_px"] = probe.tolist()
+    return [
+        "ball from the world model's frame embedding (ridge probe, held-out quarter): x / y",
+        "",
+        f"{probe[0]:.2f} / {probe[1]:.2f}",
+        f"{len(with_ball)} frames",
+    ]
 
 
 if __name__ == "__main__":
