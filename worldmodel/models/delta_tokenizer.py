@@ -5,13 +5,9 @@ it and the action between them*, so that the tokens carry only what changed.
              -> K regions -> K code vectors -> K tokens (indices into one codebook)
     decoder: (previous frame's embedding, action embedding, the K code vectors) -> frame
 
-The previous frame reaches the decoder only through `context`, a small embedding from the
-latent resolution up to `context_resolution`: drawn at full resolution it lets the decoder
-copy the old frame and ignore the tokens, which then carry nothing (a ball left behind
-where it was). At the latent resolution alone (8x8, as Delta-IRIS) the decoder cannot place
-a 2-pixel ball from it, so the tokens say where the ball *is* and a flight is a new code
-combination at every step; at 16x16 the old ball is placed, and a token can say how far it
-moved.
+The previous frame reaches the decoder only through `context`, a small embedding at the
+latent resolution: drawn at full resolution it lets the decoder copy the old frame and
+ignore the tokens, which then carry nothing (a ball left behind where it was).
 """
 
 import math
@@ -38,8 +34,7 @@ class DeltaTokenizerConfig:
     levels: int = 3  # downsamplings: latent resolution = resolution / 2**levels
     latent_channels: int = 64
     res_blocks: int = 1  # residual blocks at each level from 16x16 down
-    context_channels: int = 16  # the previous frame's embedding, at each of its resolutions
-    context_resolution: int = 8  # its finest: the latent resolution, or 2x, 4x, ... of it
+    context_channels: int = 16  # the previous frame's embedding at the latent resolution
     action_channels: int = 4
     # Draw the frame as the previous frame plus a drawn change (the change's last layer
     # starts at zero, so an untrained tokenizer copies the previous frame).
@@ -57,26 +52,10 @@ class DeltaTokenizerConfig:
                 f"a {grid}x{grid} token grid does not divide the {self.latent_resolution}x"
                 f"{self.latent_resolution} latent map (resolution / 2**levels)"
             )
-        finer = self.context_resolution // self.latent_resolution
-        if (
-            self.context_resolution % self.latent_resolution
-            or finer & (finer - 1)
-            or not self.latent_resolution <= self.context_resolution <= self.resolution // 2
-        ):
-            raise ValueError(
-                f"context_resolution must be the latent resolution ({self.latent_resolution}) "
-                f"times a power of 2, at most {self.resolution // 2}; got "
-                f"{self.context_resolution}"
-            )
 
     @property
     def latent_resolution(self) -> int:
         return self.resolution // 2**self.levels
-
-    @property
-    def context_levels(self) -> int:
-        """Downsamplings from the frame to the finest context map."""
-        return (self.resolution // self.context_resolution).bit_length() - 1
 
     @property
     def token_grid(self) -> int:
@@ -88,15 +67,13 @@ class DeltaTokenizerConfig:
         return self.latent_resolution // self.token_grid
 
 
-def conv_stack(
-    c_in: int, c_out: int, cfg: DeltaTokenizerConfig, levels: int | None = None
-) -> nn.Sequential:
-    """(B, c_in, R, R) -> (B, c_out, R / 2**levels, ...) (levels: cfg.levels unless given):
-    strided convs, with residual blocks at 16x16 and below (where they are cheap on a CPU)."""
+def conv_stack(c_in: int, c_out: int, cfg: DeltaTokenizerConfig) -> nn.Sequential:
+    """(B, c_in, R, R) -> (B, c_out, R / 2**levels, ...): strided convs, with residual blocks
+    at 16x16 and below (where they are cheap on a CPU)."""
     blocks = AutoencoderConfig(norm_groups=8)
     layers: list[nn.Module] = [nn.Conv2d(c_in, cfg.channels, 3, padding=1)]
     c, resolution = cfg.channels, cfg.resolution
-    for _ in range(cfg.levels if levels is None else levels):
+    for _ in range(cfg.levels):
         layers.append(nn.Conv2d(c, 2 * c, 4, stride=2, padding=1))
         c, resolution = 2 * c, resolution // 2
         if resolution <= 16:
@@ -106,34 +83,24 @@ def conv_stack(
 
 
 class Decoder(nn.Module):
-    """(B, c_in, r, r) -> (B, 3, R, R) in roughly [-1, 1]: the mirror of conv_stack. The
-    context maps finer than r (`context`, by resolution) join where the decoder reaches
-    their resolution, merged in by a 3x3 conv."""
+    """(B, c_in, r, r) -> (B, 3, R, R) in roughly [-1, 1]: the mirror of conv_stack."""
 
     def __init__(self, c_in: int, cfg: DeltaTokenizerConfig) -> None:
         super().__init__()
         blocks = AutoencoderConfig(norm_groups=8)
         c = cfg.channels * 2**cfg.levels
         layers: list[nn.Module] = [nn.Conv2d(c_in, c, 3, padding=1)]
-        self.joins = nn.ModuleDict()  # index of the layer a context map joins before
         resolution = cfg.latent_resolution
         for _ in range(cfg.levels):
             if resolution <= 16:
                 layers += [ResBlock(c, c, blocks) for _ in range(cfg.res_blocks)]
             layers.append(nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1))
             c, resolution = c // 2, resolution * 2
-            if resolution <= cfg.context_resolution:
-                merge = nn.Conv2d(c + cfg.context_channels, c, 3, padding=1)
-                self.joins[str(len(layers))] = merge
         layers += [norm(c, 8), nn.SiLU(), nn.Conv2d(c, 3, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor, context: dict[int, torch.Tensor]) -> torch.Tensor:
-        for i, layer in enumerate(self.net):
-            if str(i) in self.joins:
-                x = self.joins[str(i)](torch.cat([x, context[x.shape[-1]]], 1))
-            x = layer(x)
-        return x
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
 class DeltaTokenizer(nn.Module):
@@ -153,12 +120,7 @@ class DeltaTokenizer(nn.Module):
             cfg.dead_after_steps,
         )
         self.post_quant = nn.Linear(cfg.code_dim, region_dim)
-        self.context = conv_stack(3, cfg.context_channels, cfg, cfg.context_levels)
-        cc = cfg.context_channels
-        self.context_down = nn.ModuleList(
-            nn.Sequential(nn.SiLU(), nn.Conv2d(cc, cc, 4, stride=2, padding=1))
-            for _ in range(cfg.levels - cfg.context_levels)
-        )
+        self.context = conv_stack(3, cfg.context_channels, cfg)
         self.decoder_action = nn.Embedding(cfg.num_actions, cfg.action_channels * n * n)
         self.decoder = Decoder(
             cfg.latent_channels + cfg.context_channels + cfg.action_channels, cfg
@@ -180,14 +142,6 @@ class DeltaTokenizer(nn.Module):
         return rearrange(v, "b (gy gx) (c py px) -> b c (gy py) (gx px)", gy=g, py=p, px=p)
 
     # --- encoder / decoder ---------------------------------------------------------------
-
-    def _context(self, previous: torch.Tensor) -> dict[int, torch.Tensor]:
-        """The previous frame's embedding by resolution, from context_resolution down to the
-        latent one."""
-        maps = [self.context(to_float_frames(previous) * 2 - 1)]
-        for down in self.context_down:
-            maps.append(down(maps[-1]))
-        return {m.shape[-1]: m for m in maps}
 
     def _latents(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
@@ -213,9 +167,9 @@ class DeltaTokenizer(nn.Module):
         """(B, D, 1, K) code vectors -> frames in [0, 1], unclamped (the loss sees overshoot)."""
         n = self.cfg.latent_resolution
         tokens = self._from_regions(self.post_quant(z_q[:, :, 0].transpose(1, 2)))
-        context = self._context(previous)
+        context = self.context(to_float_frames(previous) * 2 - 1)
         action = self.decoder_action(actions).view(-1, self.cfg.action_channels, n, n)
-        change = self.decoder(torch.cat([tokens, context[n], action], 1), context)
+        change = self.decoder(torch.cat([tokens, context, action], 1))
         if self.cfg.residual:
             return to_float_frames(previous) + change
         return (change + 1) / 2
