@@ -1,9 +1,11 @@
 """The context-aware tokenizer: its token layout, the straight-through gradient, and that
 its decoder draws from the previous frame and from the tokens."""
 
+import numpy as np
 import pytest
 import torch
 
+from worldmodel.frames import to_uint8_frames, windows
 from worldmodel.models.delta_tokenizer import (
     DeltaTokenizer,
     DeltaTokenizerConfig,
@@ -88,3 +90,57 @@ def test_the_shuffled_token_ratio_tells_used_tokens_from_ignored_ones():
 def test_a_token_grid_that_does_not_fit_is_refused(field, value):
     with pytest.raises(ValueError):
         DeltaTokenizerConfig(**{field: value})
+
+
+def test_with_two_context_frames_the_decoder_draws_from_the_older_one_too():
+    model = DeltaTokenizer(DeltaTokenizerConfig(**TINY, context_frames=2)).eval()
+    tokens, actions = torch.zeros(2, 4, dtype=torch.long), torch.tensor([0, 0])
+    a = model.decode(torch.stack([frames(2, 0), frames(2, 1)], 1), actions, tokens)
+    b = model.decode(torch.stack([frames(2, 2), frames(2, 1)], 1), actions, tokens)
+    assert (a - b).abs().max() > 1e-3  # the older frame (the motion) changes the drawing
+    # One frame given: it stands for both (an episode's start, nothing moving yet).
+    one = model.decode(frames(2, 1), actions, tokens)
+    still = model.decode(torch.stack([frames(2, 1), frames(2, 1)], 1), actions, tokens)
+    assert torch.equal(one, still)
+
+
+def test_a_frame_the_context_predicts_is_coded_as_predicted_and_drawn_back():
+    torch.manual_seed(0)
+    cfg = DeltaTokenizerConfig(**TINY, context_frames=2, predicted_tolerance=0.05)
+    model = DeltaTokenizer(cfg).eval()
+    assert cfg.vocab_size == 33
+    context, actions = torch.stack([frames(2, 0), frames(2, 1)], 1), torch.tensor([1, 4])
+    with torch.no_grad():
+        predicted = model.draw_as_predicted(context, actions).clamp(0, 1)
+    # Frame 0 is what the context predicts (to rounding); frame 1 is noise.
+    target = torch.stack([to_uint8_frames(predicted[0]), frames(1, 9)[0]])
+    tokens = model.encode(context, actions, target)
+    assert tokens[0].tolist() == [32] * 4 and (tokens[1] < 32).all()
+    drawn = model.decode(context, actions, tokens)
+    assert torch.allclose(drawn[0], predicted[0])
+    assert not torch.allclose(drawn[1], predicted[1], atol=1e-3)
+
+
+def test_the_as_predicted_vectors_learn_from_the_stage_loss():
+    from worldmodel.lit.delta_tokenizer_module import DeltaTokenizerModule, Pairs
+
+    model = dict(**TINY, context_frames=2, predicted_tolerance=0.1)
+    module = DeltaTokenizerModule(model=model, loss={})
+    context = torch.stack([frames(3, 0), frames(3, 1)], 1)
+    pairs = Pairs(context, torch.tensor([0, 1, 2]), frames(3, 2), torch.tensor([True, False, True]))
+    terms, _, _ = module.losses(pairs)
+    sum(terms.values()).backward()
+    assert module.tokenizer.predicted_codes.grad.abs().sum() > 0
+    assert {"predicted_l2", "predicted_changed"} <= set(terms)
+
+
+@pytest.mark.parametrize(("field", "value"), [("context_frames", 0), ("predicted_tolerance", 1.0)])
+def test_a_context_or_tolerance_out_of_range_is_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        DeltaTokenizerConfig(**{field: value})
+
+
+def test_windows_hold_the_frames_up_to_each_step_repeating_the_first():
+    seq = np.arange(4)[None, :, None]  # (1, T=4, 1)
+    assert windows(seq, 2)[0, :, :, 0].tolist() == [[0, 0], [0, 1], [1, 2], [2, 3]]
+    assert torch.equal(windows(torch.from_numpy(seq), 2), torch.from_numpy(windows(seq, 2)))

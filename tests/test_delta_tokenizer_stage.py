@@ -61,11 +61,12 @@ def test_pairs_take_the_gap_the_segment_allows_and_the_action_before_the_frame()
     assert rows.tolist() == [0, 1] and starts.tolist() == [0, 0]
     # Segment 0: frame 3 after frame 0; segment 1 ends after frame 1 (gap shrinks to 1);
     # segment 2 has no second frame and is left out.
-    assert pairs.previous[:, 0, 0, 0].tolist() == [0, 10]
+    assert pairs.previous[:, -1, 0, 0, 0].tolist() == [0, 10]
     assert pairs.frames[:, 0, 0, 0].tolist() == [3, 11]
     assert pairs.actions.tolist() == [102, 110]
+    assert pairs.consecutive.tolist() == [False, True]
     steps = consecutive_pairs(batch)
-    assert steps.previous[:, 0, 0, 0].tolist() == [0, 1, 2, 10]
+    assert steps.previous[:, -1, 0, 0, 0].tolist() == [0, 1, 2, 10]
     assert steps.frames[:, 0, 0, 0].tolist() == [1, 2, 3, 11]
     assert steps.actions.tolist() == [100, 101, 102, 110]
 
@@ -75,9 +76,18 @@ def test_a_pair_may_start_later_in_the_segment_to_leave_room_for_own_drawings():
     pairs, rows, starts = cut_pairs(batch, torch.tensor([2, 2]), torch.tensor([2, 2]))
     # Segment 1 has frames 0-2: its start shrinks to 1 and its gap to 1.
     assert starts.tolist() == [2, 1] and rows.tolist() == [0, 1]
-    assert pairs.previous[:, 0, 0, 0].tolist() == [2, 11]
+    assert pairs.previous[:, -1, 0, 0, 0].tolist() == [2, 11]
     assert pairs.frames[:, 0, 0, 0].tolist() == [4, 12]
     assert pairs.actions.tolist() == [103, 111]
+
+
+def test_two_context_frames_are_the_two_up_to_the_start_the_first_repeating_at_frame_0():
+    batch = numbered_segments([[True] * 5, [True] * 5])
+    pairs, _, _ = cut_pairs(batch, torch.tensor([1, 2]), torch.tensor([2, 0]), context=2)
+    assert pairs.previous[..., 0, 0, 0].tolist() == [[1, 2], [10, 10]]
+    assert pairs.frames[:, 0, 0, 0].tolist() == [3, 12]
+    steps = consecutive_pairs(batch[:1], context=2)
+    assert steps.previous[..., 0, 0, 0].tolist() == [[0, 0], [0, 1], [1, 2], [2, 3]]
 
 
 def test_own_drawings_chain_each_drawing_from_the_one_before():
@@ -88,7 +98,7 @@ def test_own_drawings_chain_each_drawing_from_the_one_before():
     g = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (3, 3, 64, 64, 3), dtype=torch.uint8, generator=g)
     actions = torch.randint(0, 6, (3, 3), generator=g)
-    drawn = own_drawings(tokenizer, frames, actions, torch.tensor([0, 1, 2]))
+    drawn = own_drawings(tokenizer, frames, actions, torch.tensor([0, 1, 2]))[:, -1]
     assert torch.equal(drawn[0], frames[0, 0])  # no chain: the real frame
     one = to_uint8_frames(tokenizer.round_trip(frames[1:, 0], actions[1:, 0], frames[1:, 1]))
     assert torch.equal(drawn[1], one[0])
@@ -101,10 +111,33 @@ def test_own_drawings_chain_each_drawing_from_the_one_before():
     assert close(drawn[2], two[0]) and not close(drawn[2], from_real[0])
 
 
-def test_the_delta_tokenizer_stage_trains_and_logs_whether_its_tokens_are_used(tmp_path):
+def test_with_two_context_frames_own_drawings_slide_along_the_chain():
+    torch.manual_seed(0)
+    cfg = DeltaTokenizerConfig(
+        channels=4, latent_channels=8, context_channels=4, num_codes=32, context_frames=2
+    )
+    tokenizer = DeltaTokenizer(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (2, 4, 64, 64, 3), dtype=torch.uint8, generator=g)
+    actions = torch.randint(0, 6, (2, 4), generator=g)
+    context = own_drawings(tokenizer, frames, actions, torch.tensor([0, 1]))
+    assert torch.equal(context[0], frames[0, :2])  # no chain: the first two real frames
+    drawn = to_uint8_frames(tokenizer.round_trip(frames[1:, :2], actions[1:, 1], frames[1:, 2]))
+    assert torch.equal(context[1, 0], frames[1, 1]) and torch.equal(context[1, 1], drawn[0])
+
+
+AS_PREDICTED = [
+    "tokenizer.module.model.context_frames=2",
+    "tokenizer.module.model.predicted_tolerance=0.3",
+]
+
+
+@pytest.mark.parametrize("design", ["one_frame", "as_predicted"])
+def test_the_delta_tokenizer_stage_trains_and_logs_whether_its_tokens_are_used(tmp_path, design):
     result = run_module(
         "worldmodel.train",
         *TINY_RUN,
+        *(AS_PREDICTED if design == "as_predicted" else []),
         f"hydra.run.dir={tmp_path}",
         f"paths.data_dir={tmp_path / 'data'}",
         timeout=300,
@@ -114,6 +147,8 @@ def test_the_delta_tokenizer_stage_trains_and_logs_whether_its_tokens_are_used(t
     rows = list(csv.DictReader((tmp_path / "tokenizer" / "version_0" / "metrics.csv").open()))
     logged = {k for row in rows for k, v in row.items() if v}
     assert {"val/shuffled_token_ratio", "val/codebook_usage", "train/worst_pixel"} <= logged
+    if design == "as_predicted":
+        assert {"val/as_predicted_share", "train/predicted_worst_pixel"} <= logged
     assert json.loads((tmp_path / "tokenizer" / "train_info.json").read_text())["global_step"] == 12
     # The eval's tokenizer section scores it on the run's held-out episodes.
     tokenizer = load_tokenizer(tmp_path / "tokenizer" / "checkpoints" / "last.ckpt")
@@ -131,6 +166,8 @@ def test_the_delta_tokenizer_stage_trains_and_logs_whether_its_tokens_are_used(t
         ("tokenizer.module.model.num_actions=4", "6 actions"),
         ("tokenizer.module.own_drawing_probability=2", "own_drawing_probability"),
         ("tokenizer.module.own_drawing_steps=-1", "own_drawing_steps"),
+        ("tokenizer.module.model.context_frames=0", "context_frames"),
+        ("tokenizer.module.model.predicted_tolerance=1.5", "predicted_tolerance"),
     ],
 )
 def test_delta_settings_that_cannot_work_are_one_line_before_any_work(tmp_path, override, message):

@@ -4,7 +4,7 @@ world_model)` comes here when the world model is a DeltaWorldModel.
 A step reads the action, samples the next frame's K tokens one at a time (each forward reads
 one input after the cached ones), draws the frame from the tokens and the frame before it,
 embeds it and reads it with the last token in the next step's first forward: K forwards a
-step. The last frame is always the one the model drew: the dream feeds on its own output,
+step. The last frames are always the ones the model drew: the dream feeds on its own output,
 as in play. Speculation does not pay here: a Delta token seldom repeats the step before's.
 """
 
@@ -12,7 +12,7 @@ import torch
 
 from worldmodel.compiled import CompiledOrEager
 from worldmodel.engine import LearnedGame
-from worldmodel.frames import to_uint8_frames
+from worldmodel.frames import to_uint8_frames, windows
 from worldmodel.models.delta_tokenizer import DeltaTokenizer
 from worldmodel.models.delta_world_model import DeltaWorldModel
 
@@ -32,12 +32,12 @@ class DeltaGame(LearnedGame):
         self._compiled_parts.append(self._embed)
         self.embeddings: torch.Tensor | None = None  # (B, n, D) the frames in context
         self.tokens: torch.Tensor | None = None  # (B, n-1, K) each frame's given the one before
-        self.frame: torch.Tensor | None = None  # (B, H, W, 3) uint8, the last frame
+        self.recent: torch.Tensor | None = None  # (B, c, H, W, 3) uint8, the last c frames
         self.unread: torch.Tensor | None = None  # (B, u, D) inputs the cache has not read yet
 
     @property
     def batch_size(self) -> int:
-        return 0 if self.frame is None else self.frame.shape[0]
+        return 0 if self.recent is None else self.recent.shape[0]
 
     @torch.inference_mode()
     def reset(self, frames: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
@@ -49,14 +49,15 @@ class DeltaGame(LearnedGame):
             raise ValueError(f"{c} context frames need {(b, c - 1)} actions, got {actions.shape}")
         k = self.cfg.tokens_per_frame
         self.tokens = torch.zeros(b, c - 1, k, dtype=torch.long, device=self.device)
+        context = windows(frames, self.tokenizer.cfg.context_frames)  # (B, c, n, H, W, 3)
         if c > 1:
-            pairs = (frames[:, :-1].flatten(0, 1), actions.flatten(), frames[:, 1:].flatten(0, 1))
+            pairs = (context[:, :-1].flatten(0, 1), actions.flatten(), frames[:, 1:].flatten(0, 1))
             self.tokens = self.tokenizer.encode(*pairs).view(b, c - 1, k)
         self.embeddings = self.world_model.embed_frames(frames)
-        self.actions, self.frame = actions, frames[:, -1]
+        self.actions, self.recent = actions, context[:, -1]
         self.cache = self.world_model.new_cache(b, self.device)
         self._prefill()
-        return self.frame
+        return self.recent[:, -1]
 
     @torch.inference_mode()
     def _prefill(self) -> None:
@@ -103,10 +104,11 @@ class DeltaGame(LearnedGame):
         tokens = torch.stack(tokens, 1)
         rewards = self.world_model.reward_head(h_action).argmax(-1) - 1
         ends = self.world_model.end_head(h_action).argmax(-1) == 1
-        self.frame = to_uint8_frames(self._decode(self.frame, actions, tokens))
-        embedding = self._embed(self.frame)
+        frame = to_uint8_frames(self._decode(self.recent, actions, tokens))
+        self.recent = torch.cat([self.recent[:, 1:], frame[:, None]], 1)
+        embedding = self._embed(frame)
         self.unread = torch.cat([x, embedding[:, None]], 1)
         self.embeddings = torch.cat([self.embeddings, embedding[:, None]], 1)
         self.actions = torch.cat([self.actions, actions[:, None]], 1)
         self.tokens = torch.cat([self.tokens, tokens[:, None]], 1)
-        return self.frame, rewards.float(), ends
+        return frame, rewards.float(), ends

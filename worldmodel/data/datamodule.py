@@ -34,6 +34,7 @@ from worldmodel.data.held_out import DEFAULT, HeldOut, held_out_episodes
 from worldmodel.data.segments import Segments
 from worldmodel.data.store import EpisodeStore
 from worldmodel.envs.atari import EnvSpec
+from worldmodel.frames import windows
 
 log = logging.getLogger(__name__)
 Mode = Literal["frames", "segments"]
@@ -46,20 +47,22 @@ def derive_seed(*keys: int) -> int:
 
 class FrameEncoder:
     """A frozen tokenizer as a numpy function: the tokens each step of play stores, (N, K)
-    int64, from its frames (N, H, W, 3) uint8, actions (N,) and the frames that followed
-    (see `step_tokens` of each tokenizer: IRIS's tokens of the frame itself, the
-    context-aware tokenizer's of the next frame given the frame and the action)."""
+    int64, from the last `context_frames` frames up to the step's (N, n, H, W, 3) uint8,
+    its actions (N,) and the frames that followed (see `step_tokens` of each tokenizer:
+    IRIS's tokens of the frame itself, the context-aware tokenizer's of the next frame given
+    the frames before it and the action)."""
 
     def __init__(self, tokenizer: torch.nn.Module, chunk: int = 256) -> None:
         # Its own CPU copy: the trainer moves the module's tokenizer to the GPU, and forked
         # DataLoader workers cannot use CUDA anyway.
         self.tokenizer, self.chunk = copy.deepcopy(tokenizer).cpu().eval(), chunk
         self.tokens_per_frame = tokenizer.cfg.tokens_per_frame
+        self.context_frames = tokenizer.context_frames
 
     def __call__(
-        self, frames: np.ndarray, actions: np.ndarray, next_frames: np.ndarray
+        self, recent: np.ndarray, actions: np.ndarray, next_frames: np.ndarray
     ) -> np.ndarray:
-        arrays = [torch.from_numpy(a).split(self.chunk) for a in (frames, actions, next_frames)]
+        arrays = [torch.from_numpy(a).split(self.chunk) for a in (recent, actions, next_frames)]
         with torch.inference_mode():
             parts = [
                 self.tokenizer.step_tokens(*chunk).numpy() for chunk in zip(*arrays, strict=True)
@@ -70,7 +73,8 @@ class FrameEncoder:
         """The tokens of every step of a recorded episode (its last step has no next frame:
         its own stands in, and the tokens it gets are never read)."""
         following = np.concatenate([episode.frames[1:], episode.frames[-1:]])
-        return self(episode.frames, episode.actions, following)
+        recent = windows(episode.frames[None], self.context_frames)[0]
+        return self(recent, episode.actions, following)
 
 
 class StreamingDataset(IterableDataset):

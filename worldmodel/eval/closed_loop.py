@@ -28,6 +28,7 @@ from worldmodel.eval.events import (
 )
 from worldmodel.eval.fidelity import reconstruct
 from worldmodel.eval.pong_detector import detect
+from worldmodel.frames import windows
 
 
 class BallFollower:
@@ -207,7 +208,10 @@ def closed_loop(
             Game(
                 reconstruct(
                     bundle.tokenizer,
-                    np.concatenate([start.frames[-1:], real.frames[:-1]]),
+                    windows(
+                        np.concatenate([start.frames, real.frames[:-1]])[None],
+                        bundle.tokenizer.context_frames,
+                    )[0, len(start.frames) - 1 :],
                     real.actions,
                     real.frames,
                 ),

@@ -26,7 +26,7 @@ from worldmodel.eval.events import (
     reversals,
 )
 from worldmodel.eval.pong_detector import PongObjects, detect
-from worldmodel.frames import to_uint8_frames
+from worldmodel.frames import to_uint8_frames, windows
 
 
 @dataclass
@@ -55,8 +55,8 @@ def pick_starts(episodes: list[Episode], context: int, horizon: int, n: int) -> 
 def reconstruct(
     tokenizer: AnyTokenizer, previous: np.ndarray, actions: np.ndarray, frames: np.ndarray
 ) -> np.ndarray:
-    """The tokenizer's round trip of (N, h, w, 3) uint8 frames, each given the real frame
-    before it and the action between (the world model's ceiling)."""
+    """The tokenizer's round trip of (N, h, w, 3) uint8 frames, each given the real frames
+    before it (N, n, h, w, 3) and the action between (the world model's ceiling)."""
     device = tokenizer.quantizer.codebook.weight.device
     parts = [
         torch.from_numpy(np.ascontiguousarray(a)).to(device).split(256)
@@ -110,9 +110,10 @@ def roll_out(
         imagined_rewards.append(reward.cpu().numpy())
 
     real = frames[:, context:]
+    before = windows(frames, bundle.tokenizer.context_frames)[:, context - 1 : -1]
     reconstructed = reconstruct(
         bundle.tokenizer,
-        frames[:, context - 1 : -1].reshape(-1, *real.shape[2:]),
+        before.reshape(-1, *before.shape[2:]),
         actions[:, context - 1 : -1].reshape(-1),
         real.reshape(-1, *real.shape[2:]),
     )

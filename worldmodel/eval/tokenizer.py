@@ -1,7 +1,7 @@
 """The tokenizer alone, on held-out frames: what the world model's dream can at best draw.
 
 Every frame of the held-out episodes (after the first, drawn in another palette) is encoded
-and decoded given the real frame before it (*teacher-forced*; the IRIS tokenizer takes no
+and decoded given the real frames before it (*teacher-forced*; the IRIS tokenizer takes no
 frame before and ignores it). A context-aware tokenizer is also *chained*: from a real
 start, each frame drawn from its own drawing of the one before, as the dream asks, so that
 errors can pile up. Scored with the Pong detector: ball recall within 1 px (also right of
@@ -15,7 +15,7 @@ from worldmodel.bundle import AnyTokenizer
 from worldmodel.data.episode import Episode
 from worldmodel.eval.fidelity import reconstruct
 from worldmodel.eval.pong_detector import compare, detect
-from worldmodel.frames import to_uint8_frames
+from worldmodel.frames import to_uint8_frames, windows
 from worldmodel.models.delta_tokenizer import DeltaTokenizer, shuffled_token_ratio
 from worldmodel.models.quantizer import codebook_stats
 
@@ -38,23 +38,26 @@ def drawing_scores(real: np.ndarray, drawn: np.ndarray) -> dict[str, float]:
 
 @torch.inference_mode()
 def chained(tokenizer: DeltaTokenizer, episode: Episode, starts: np.ndarray, steps: int):
-    """From real frame s, frames s+1 .. s+steps each drawn from the drawing before it ->
-    (len(starts), steps, h, w, 3) uint8."""
+    """From the real frames up to s, frames s+1 .. s+steps each drawn from the drawings before
+    it -> (len(starts), steps, h, w, 3) uint8."""
     device = tokenizer.quantizer.codebook.weight.device
     frames = torch.from_numpy(episode.frames).to(device)
     actions = torch.from_numpy(episode.actions).to(device)
     index = torch.from_numpy(starts).to(device)
-    previous, drawn = frames[index], []
+    recent, drawn = windows(frames[None], tokenizer.context_frames)[0, index], []
     for h in range(1, steps + 1):
-        previous = to_uint8_frames(
-            tokenizer.round_trip(previous, actions[index + h - 1], frames[index + h])
+        frame = to_uint8_frames(
+            tokenizer.round_trip(recent, actions[index + h - 1], frames[index + h])
         )
-        drawn.append(previous.cpu().numpy())
+        recent = torch.cat([recent[:, 1:], frame[:, None]], 1)
+        drawn.append(frame.cpu().numpy())
     return np.stack(drawn, 1)
 
 
 def tokenizer_scores(tokenizer: AnyTokenizer, episodes: list[Episode]) -> dict:
-    previous = np.concatenate([e.frames[1:-1] for e in episodes])
+    previous = np.concatenate(
+        [windows(e.frames[None], tokenizer.context_frames)[0, 1:-1] for e in episodes]
+    )
     frames = np.concatenate([e.frames[2:] for e in episodes])
     actions = np.concatenate([e.actions[1:-1] for e in episodes])
     drawn = reconstruct(tokenizer, previous, actions, frames)
@@ -74,7 +77,11 @@ def tokenizer_scores(tokenizer: AnyTokenizer, episodes: list[Episode]) -> dict:
                 for i in range(0, len(frames), 256)
             ]
         )
-    results["codebook_usage"] = float(codebook_stats(tokens, tokenizer.cfg.num_codes)["usage"])
+    codes = tokens[tokens < tokenizer.cfg.num_codes]  # not "as predicted"
+    results["codebook_usage"] = float(codebook_stats(codes, tokenizer.cfg.num_codes)["usage"])
+    if tokenizer.cfg.as_predicted:
+        predicted = tokens[:, 0] == tokenizer.cfg.num_codes
+        results["as_predicted_share"] = float(predicted.float().mean())
     sample = torch.from_numpy(np.linspace(0, len(frames) - 1, 256).astype(int))
     results["shuffled_token_ratio"] = shuffled_token_ratio(
         tokenizer, *(torch.from_numpy(x)[sample].to(device) for x in (previous, actions, frames))

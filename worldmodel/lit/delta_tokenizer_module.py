@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from worldmodel.data.segments import Segments
-from worldmodel.frames import to_float_frames, to_uint8_frames
+from worldmodel.frames import to_float_frames, to_uint8_frames, windows
 from worldmodel.lit.common import (
     FrozenPerceptualWeights,
     Throughput,
@@ -64,31 +64,36 @@ class DeltaTokenizerLoss(QuantizerLossWeights):
 
 @dataclass
 class Pairs:
-    """(previous frame, action, frame) triples, uint8 frames (N, H, W, 3)."""
+    """(context, action, frame) triples: uint8 frames (N, H, W, 3), each drawn given the
+    frames before it, `previous` (N, c, H, W, 3) oldest first, and the action just before;
+    `consecutive` (N,) where the last of those is the frame just before (the dream's case)."""
 
     previous: torch.Tensor
     actions: torch.Tensor
     frames: torch.Tensor
+    consecutive: torch.Tensor
 
 
 def cut_pairs(
-    batch: Segments, gaps: torch.Tensor, starts: torch.Tensor | None = None
+    batch: Segments, gaps: torch.Tensor, starts: torch.Tensor | None = None, context: int = 1
 ) -> tuple[Pairs, torch.Tensor, torch.Tensor]:
     """From segments (frames (B, T, ...), actions (B, T), mask (B, T)), the pair that shows
-    frame `start + gap` of each segment after its frame `start` (0 unless given), with the
-    action taken just before it. A start or gap past the segment's episode end shrinks to
-    fit; segments with no second frame are left out. Returns the pairs and, per pair, its
-    segment and its start."""
+    frame `start + gap` of each segment after the `context` frames up to its frame `start`
+    (`context - 1` unless given; earlier ones repeat frame 0), with the action taken just
+    before it. A start or gap past the segment's episode end shrinks to fit; segments with
+    no second frame are left out. Returns the pairs and, per pair, its segment and start."""
     last = batch.mask.sum(1) - 1  # the last valid index of each segment
-    starts = torch.zeros_like(gaps) if starts is None else starts
+    starts = torch.full_like(gaps, context - 1) if starts is None else starts
     starts = torch.minimum(starts, (last - 1).clamp_min(0))
     gaps = torch.minimum(gaps, last - starts)
     keep = gaps >= 1
     rows, gaps, starts = torch.nonzero(keep).squeeze(1), gaps[keep], starts[keep]
+    before = (starts[:, None] + torch.arange(1 - context, 1, device=starts.device)).clamp_min(0)
     pairs = Pairs(
-        previous=batch.frames[rows, starts],
+        previous=batch.frames[rows[:, None], before],
         actions=batch.actions[rows, starts + gaps - 1],
         frames=batch.frames[rows, starts + gaps],
+        consecutive=gaps == 1,
     )
     return pairs, rows, starts
 
@@ -97,24 +102,30 @@ def cut_pairs(
 def own_drawings(
     tokenizer: DeltaTokenizer, frames: torch.Tensor, actions: torch.Tensor, steps: torch.Tensor
 ) -> torch.Tensor:
-    """Per segment (frames (N, T, ...), actions (N, T)), the tokenizer's drawing of frame
-    `steps` chained from real frame 0 (each drawn from the drawing before it); frame 0 itself
-    where steps is 0. uint8 (N, H, W, 3), as the dream has its frames."""
-    previous = frames[:, 0].clone()
+    """Per segment (frames (N, T, ...), actions (N, T)), the context the tokenizer draws frame
+    `c - 1 + steps` from (c = its context_frames) when every frame after the first c real
+    ones is drawn from the c before it, its own drawings among them; the real first c where
+    steps is 0. uint8 (N, c, H, W, 3), as the dream has its frames."""
+    c = tokenizer.cfg.context_frames
+    context = frames[:, :c].clone()
     for i in range(1, int(steps.max()) + 1 if len(steps) else 1):
         rows = torch.nonzero(steps >= i).squeeze(1)
-        drawn = tokenizer.round_trip(previous[rows], actions[rows, i - 1], frames[rows, i])
-        previous[rows] = to_uint8_frames(drawn)
-    return previous
+        drawn = tokenizer.round_trip(
+            context[rows], actions[rows, c + i - 2], frames[rows, c + i - 1]
+        )
+        context[rows] = torch.cat([context[rows, 1:], to_uint8_frames(drawn)[:, None]], 1)
+    return context
 
 
-def consecutive_pairs(batch: Segments) -> Pairs:
-    """Every (frame t, action t, frame t + 1) of the segments that lies inside an episode."""
+def consecutive_pairs(batch: Segments, context: int = 1) -> Pairs:
+    """Every (frames up to t, action t, frame t + 1) of the segments that lies inside an
+    episode (frames before a segment's first repeat it)."""
     valid = batch.mask[:, 1:] & batch.mask[:, :-1]
     return Pairs(
-        previous=batch.frames[:, :-1][valid],
+        previous=windows(batch.frames, context)[:, :-1][valid],
         actions=batch.actions[:, :-1][valid],
         frames=batch.frames[:, 1:][valid],
+        consecutive=torch.ones(int(valid.sum()), dtype=torch.bool, device=valid.device),
     )
 
 
@@ -164,8 +175,12 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         self.throughput = Throughput()
 
     @property
+    def context_frames(self) -> int:
+        return self.tokenizer.cfg.context_frames
+
+    @property
     def sequence_length(self) -> int:
-        return self.own_drawing_steps + self.context_gap + 1
+        return self.context_frames + self.own_drawing_steps + self.context_gap
 
     def draw_gaps(self, n: int) -> torch.Tensor:
         """Per pair: 1, or with `gap_probability` a gap drawn from 1..context_gap."""
@@ -183,11 +198,12 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         return torch.where(own, chained, torch.zeros_like(chained))
 
     def training_pairs(self, batch: Segments) -> Pairs:
-        n = len(batch)
-        pairs, rows, starts = cut_pairs(batch, self.draw_gaps(n), self.draw_own_steps(n))
-        if starts.any():
+        n, c = len(batch), self.context_frames
+        own = self.draw_own_steps(n)
+        pairs, rows, starts = cut_pairs(batch, self.draw_gaps(n), own + c - 1, c)
+        if (starts > c - 1).any():
             pairs.previous = own_drawings(
-                self.tokenizer, batch.frames[rows], batch.actions[rows], starts
+                self.tokenizer, batch.frames[rows], batch.actions[rows], starts - (c - 1)
             )
         return pairs
 
@@ -196,29 +212,43 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         progress = 1.0 if ramp <= 0 else min(1.0, self.global_step / ramp)
         return self.loss_cfg.worst_pixel_weight * progress
 
-    def losses(self, pairs: Pairs) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        out = self.tokenizer(pairs.previous, pairs.actions, pairs.frames)
-        recon, cfg = out.reconstruction, self.loss_cfg
-        target, previous = to_float_frames(pairs.frames), to_float_frames(pairs.previous)
-        error = recon - target
+    def drawing_terms(
+        self, drawn: torch.Tensor, target: torch.Tensor, last: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The pixel terms of drawings of `target` from context ending with `last` (float)."""
+        cfg, error = self.loss_cfg, drawn - target
 
         def differs(x: torch.Tensor) -> torch.Tensor:
-            return (x - previous).abs().amax(1, keepdim=True) > cfg.changed_threshold
+            return (x - last).abs().amax(1, keepdim=True) > cfg.changed_threshold
 
-        changed = differs(target) | differs(recon.detach())
+        changed = differs(target) | differs(drawn.detach())
         squared = error.pow(2)
-        terms = {
+        return {
             "l1": cfg.l1_weight * error.abs().mean(),
             "l2": cfg.l2_weight * squared.mean(),
             "worst_pixel": self.worst_pixel_weight() * squared.flatten(1).max(1).values.mean(),
             "changed": cfg.changed_weight
             * (squared * changed).sum()
             / (3 * changed.sum()).clamp_min(1),
+        }
+
+    def losses(self, pairs: Pairs) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        out = self.tokenizer(pairs.previous, pairs.actions, pairs.frames)
+        recon, cfg = out.reconstruction, self.loss_cfg
+        target, last = to_float_frames(pairs.frames), to_float_frames(pairs.previous[:, -1])
+        terms = {
+            **self.drawing_terms(recon, target, last),
             "codebook": cfg.codebook_weight * out.quantized.codebook_loss,
             "commitment": cfg.commitment_weight * out.quantized.commitment_loss,
         }
         if self.perceptual is not None:
             terms["perceptual"] = cfg.perceptual_weight * self.perceptual(recon.clamp(0, 1), target)
+        if self.tokenizer.cfg.as_predicted and pairs.consecutive.any():
+            # Only the frame just before can predict the frame: the dream's case.
+            c = pairs.consecutive
+            predicted = self.tokenizer.draw_as_predicted(pairs.previous[c], pairs.actions[c])
+            drawn = self.drawing_terms(predicted, target[c], last[c])
+            terms |= {f"predicted_{k}": v for k, v in drawn.items()}
         return terms, recon, out.quantized.tokens
 
     def training_step(self, batch: Segments, batch_idx: int) -> torch.Tensor | None:
@@ -246,9 +276,14 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         self._val_tokens: list[torch.Tensor] = []
 
     def validation_step(self, batch: Segments, batch_idx: int) -> None:
-        pairs = consecutive_pairs(batch)  # what the dream asks for: the frame just before
+        # What the dream asks for: the frames just before.
+        pairs = consecutive_pairs(batch, self.context_frames)
         terms, recon, tokens = self.losses(pairs)
         self._val_tokens.append(tokens.flatten())
+        if self.tokenizer.cfg.as_predicted:
+            coded = self.tokenizer.encode(pairs.previous, pairs.actions, pairs.frames)
+            predicted = (coded[:, 0] == self.tokenizer.cfg.num_codes).float().mean()
+            self.log("val/as_predicted_share", predicted)
         self.log_dict({f"val/{k}": v for k, v in terms.items()})
         self.log_dict(
             {
@@ -268,8 +303,9 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         self.log_dict({"val/codebook_usage": stats["usage"], "val/perplexity": stats["perplexity"]})
 
     def _log_grid(self, key: str, pairs: Pairs, recon: torch.Tensor, n: int = 8) -> None:
-        """Rows: previous frame, frame, drawing, |drawing - frame|."""
-        previous, target = to_float_frames(pairs.previous[:n]), to_float_frames(pairs.frames[:n])
+        """Rows: the frame before, frame, drawing, |drawing - frame|."""
+        previous = to_float_frames(pairs.previous[:n, -1])
+        target = to_float_frames(pairs.frames[:n])
         recon = recon[:n].clamp(0, 1)
         rows = [to_uint8_image(x) for x in (previous, target, recon, (recon - target).abs())]
         log_image(self.loggers, key, np.concatenate(rows, axis=0), self.global_step)

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 
 from worldmodel.data.segments import Segments
+from worldmodel.frames import windows
 from worldmodel.lit.checkpoints import check_same_tokenizer
 from worldmodel.lit.common import (
     Throughput,
@@ -48,8 +49,10 @@ class Steps:
         else:
             tokens = torch.zeros(b, t, tokenizer.cfg.tokens_per_frame, dtype=torch.long)
             tokens = tokens.to(frames.device)
+            # (frames before a segment's first repeat it)
+            context = windows(frames, tokenizer.cfg.context_frames)[:, :-1]
             tokens[:, :-1] = tokenizer.encode(
-                frames[:, :-1].flatten(0, 1), actions[:, :-1].flatten(), frames[:, 1:].flatten(0, 1)
+                context.flatten(0, 1), actions[:, :-1].flatten(), frames[:, 1:].flatten(0, 1)
             ).view(b, t - 1, -1)
         tokens *= next_frames[..., None]
         return cls(frames, actions, tokens, batch.rewards, batch.terminated, mask, next_frames)
@@ -83,7 +86,7 @@ class DeltaWorldModelModule(L.LightningModule):
         tok = tokenizer.cfg
         from_tokenizer = {
             "tokens_per_frame": tok.tokens_per_frame,
-            "num_codes": tok.num_codes,
+            "num_codes": tok.vocab_size,
             "num_actions": tok.num_actions,
             "resolution": tok.resolution,
         }

@@ -1,13 +1,21 @@
-"""The context-aware tokenizer (Delta-IRIS): a frame -> a few tokens, *given the frame before
+"""The context-aware tokenizer (Delta-IRIS): a frame -> a few tokens, *given the frames before
 it and the action between them*, so that the tokens carry only what changed.
 
-    encoder: (previous frame, action plane, frame) stacked as channels -> latent map
+    encoder: (context frames, action plane, frame) stacked as channels -> latent map
              -> K regions -> K code vectors -> K tokens (indices into one codebook)
-    decoder: (previous frame's embedding, action embedding, the K code vectors) -> frame
+    decoder: (context frames' embedding, action embedding, the K code vectors) -> frame
 
-The previous frame reaches the decoder only through `context`, a small embedding at the
-latent resolution: drawn at full resolution it lets the decoder copy the old frame and
-ignore the tokens, which then carry nothing (a ball left behind where it was).
+The context (the last `context_frames` frames) reaches the decoder only through `context`, a
+small embedding at the latent resolution: drawn at full resolution it lets the decoder copy
+the old frame and ignore the tokens, which then carry nothing (a ball left behind).
+
+Given the frames before, the tokens still say where the ball *is* (experiments/RESULTS.md),
+so a world model has to place every step of a flight anew. With `predicted_tolerance` the
+tokenizer also learns to draw the frame from the context alone (K learned "as predicted"
+vectors in place of the codes: with two context frames, a flight continued at its velocity),
+and a frame that this drawing gets right to within the tolerance at its worst pixel is
+coded as K "as predicted" tokens (id `num_codes`): a flight is then one repeated token, and
+the codes are left for what the context cannot tell (bounces, serves, the opponent's moves).
 """
 
 import math
@@ -36,6 +44,11 @@ class DeltaTokenizerConfig:
     res_blocks: int = 1  # residual blocks at each level from 16x16 down
     context_channels: int = 16  # the previous frame's embedding at the latent resolution
     action_channels: int = 4
+    # The frames before that the encoder and decoder see: 1 as Delta-IRIS, 2 to show velocity.
+    context_frames: int = 1
+    # A frame whose drawing from the context alone is off by at most this at its worst pixel
+    # (in [0, 1]) is coded "as predicted"; 0: never (no such token).
+    predicted_tolerance: float = 0.0
     # Draw the frame as the previous frame plus a drawn change (the change's last layer
     # starts at zero, so an untrained tokenizer copies the previous frame).
     residual: bool = False
@@ -44,6 +57,12 @@ class DeltaTokenizerConfig:
     dead_after_steps: int = 50
 
     def __post_init__(self) -> None:
+        if self.context_frames < 1:
+            raise ValueError(f"context_frames must be at least 1, got {self.context_frames}")
+        if not 0 <= self.predicted_tolerance < 1:
+            raise ValueError(
+                f"predicted_tolerance must be in [0, 1), got {self.predicted_tolerance}"
+            )
         grid = math.isqrt(self.tokens_per_frame)
         if grid * grid != self.tokens_per_frame:
             raise ValueError(f"tokens_per_frame must be a square, got {self.tokens_per_frame}")
@@ -56,6 +75,15 @@ class DeltaTokenizerConfig:
     @property
     def latent_resolution(self) -> int:
         return self.resolution // 2**self.levels
+
+    @property
+    def as_predicted(self) -> bool:
+        return self.predicted_tolerance > 0
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids: the codes, then "as predicted" (when used)."""
+        return self.num_codes + self.as_predicted
 
     @property
     def token_grid(self) -> int:
@@ -109,7 +137,8 @@ class DeltaTokenizer(nn.Module):
         self.cfg = cfg
         r, n = cfg.resolution, cfg.latent_resolution
         self.encoder_action = nn.Embedding(cfg.num_actions, r * r)  # an image-sized plane
-        self.encoder = conv_stack(7, cfg.latent_channels, cfg)
+        context = 3 * cfg.context_frames
+        self.encoder = conv_stack(context + 4, cfg.latent_channels, cfg)
         region_dim = cfg.latent_channels * cfg.region**2
         self.pre_quant = nn.Linear(region_dim, cfg.code_dim)
         self.quantizer = VectorQuantizer(
@@ -120,7 +149,10 @@ class DeltaTokenizer(nn.Module):
             cfg.dead_after_steps,
         )
         self.post_quant = nn.Linear(cfg.code_dim, region_dim)
-        self.context = conv_stack(3, cfg.context_channels, cfg)
+        if cfg.as_predicted:  # the K vectors drawn in place of the codes of a predicted frame
+            shape = (cfg.code_dim, 1, cfg.tokens_per_frame)  # as z_q: (D, 1, K)
+            self.predicted_codes = nn.Parameter(0.1 * torch.randn(shape))
+        self.context = conv_stack(context, cfg.context_channels, cfg)
         self.decoder_action = nn.Embedding(cfg.num_actions, cfg.action_channels * n * n)
         self.decoder = Decoder(
             cfg.latent_channels + cfg.context_channels + cfg.action_channels, cfg
@@ -143,15 +175,24 @@ class DeltaTokenizer(nn.Module):
 
     # --- encoder / decoder ---------------------------------------------------------------
 
+    def stack_context(self, previous: torch.Tensor) -> torch.Tensor:
+        """The frames before: (B, H, W, 3) one, or (B, n, H, W, 3) the last n, oldest first
+        (uint8, or float (B[, n], 3, H, W)) -> (B, 3 * context_frames, H, W) in [-1, 1]. The
+        last `context_frames` are read; fewer repeat the oldest (an episode's start)."""
+        x = to_float_frames(previous)
+        x = x[:, None] if x.dim() == 4 else x
+        c = self.cfg.context_frames
+        if x.shape[1] < c:
+            x = torch.cat([x[:, :1].expand(-1, c - x.shape[1], -1, -1, -1), x], 1)
+        return x[:, -c:].flatten(1, 2) * 2 - 1
+
     def _latents(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> torch.Tensor:
         """(B, D, 1, K): the encoder's K code vectors before the codebook."""
         b, r = frames.shape[0], self.cfg.resolution
         plane = self.encoder_action(actions).view(b, 1, r, r)
-        x = torch.cat(
-            [to_float_frames(previous) * 2 - 1, plane, to_float_frames(frames) * 2 - 1], 1
-        )
+        x = torch.cat([self.stack_context(previous), plane, to_float_frames(frames) * 2 - 1], 1)
         codes = self.pre_quant(self._to_regions(self.encoder(x)))  # (B, K, code_dim)
         # The quantizer works on (B, D, h, w) maps: the K codes as a 1 x K map.
         return codes.transpose(1, 2)[:, :, None]
@@ -167,17 +208,23 @@ class DeltaTokenizer(nn.Module):
         """(B, D, 1, K) code vectors -> frames in [0, 1], unclamped (the loss sees overshoot)."""
         n = self.cfg.latent_resolution
         tokens = self._from_regions(self.post_quant(z_q[:, :, 0].transpose(1, 2)))
-        context = self.context(to_float_frames(previous) * 2 - 1)
+        context = self.stack_context(previous)
         action = self.decoder_action(actions).view(-1, self.cfg.action_channels, n, n)
-        change = self.decoder(torch.cat([tokens, context, action], 1))
+        change = self.decoder(torch.cat([tokens, self.context(context), action], 1))
         if self.cfg.residual:
-            return to_float_frames(previous) + change
+            return (context[:, -3:] + 1) / 2 + change
         return (change + 1) / 2
+
+    def draw_as_predicted(self, previous: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The frame drawn from the context and the action alone, unclamped."""
+        codes = self.predicted_codes[None].expand(len(actions), -1, -1, -1)
+        return self._draw(previous, actions, codes)
 
     def forward(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> TokenizerOutput:
-        """Frames (B, H, W, 3) uint8 or (B, 3, H, W) in [0, 1]; actions (B,) taken between."""
+        """Frames (B, H, W, 3) uint8 or (B, 3, H, W) in [0, 1]; `previous` the frame(s)
+        before (see `_context`); actions (B,) taken between."""
         quantized = self._quantize(previous, actions, frames)
         return TokenizerOutput(self._draw(previous, actions, quantized.z_q), quantized)
 
@@ -185,24 +232,39 @@ class DeltaTokenizer(nn.Module):
     def encode(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> torch.Tensor:
-        """-> tokens (B, K) long."""
-        return self._quantize(previous, actions, frames).tokens
+        """-> tokens (B, K) long; all K `num_codes` ("as predicted") for a frame the context
+        alone draws to within `predicted_tolerance`."""
+        tokens = self._quantize(previous, actions, frames).tokens
+        if self.cfg.as_predicted:
+            error = self.draw_as_predicted(previous, actions).clamp(0, 1) - to_float_frames(frames)
+            predicted = error.abs().flatten(1).amax(1) <= self.cfg.predicted_tolerance
+            tokens[predicted] = self.cfg.num_codes
+        return tokens
 
     @torch.no_grad()
     def decode(
         self, previous: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
     ) -> torch.Tensor:
         """Tokens (B, K) -> frames (B, 3, H, W) in [0, 1]."""
-        z_q = self.quantizer.lookup(tokens, (1, self.cfg.tokens_per_frame))
+        codes = tokens.clamp(max=self.cfg.num_codes - 1)
+        z_q = self.quantizer.lookup(codes, (1, self.cfg.tokens_per_frame))
+        if self.cfg.as_predicted:
+            predicted = (tokens == self.cfg.num_codes)[:, None, None]  # (B, 1, 1, K)
+            z_q = torch.where(predicted, self.predicted_codes[None], z_q)
         return self._draw(previous, actions, z_q).clamp(0, 1)
+
+    @property
+    def context_frames(self) -> int:
+        return self.cfg.context_frames
 
     @torch.no_grad()
     def step_tokens(
-        self, frames: torch.Tensor, actions: torch.Tensor, next_frames: torch.Tensor
+        self, recent: torch.Tensor, actions: torch.Tensor, next_frames: torch.Tensor
     ) -> torch.Tensor:
-        """The tokens a step of play is stored with (FrameEncoder): those of the frame its
-        action led to, given its frame (a world-model block's tokens)."""
-        return self.encode(frames, actions, next_frames)
+        """The tokens a step of play is stored with (FrameEncoder; `recent` (B, n, H, W, 3)
+        the frames up to the step's): those of the frame its action led to, given the frames
+        up to its own (a world-model block's tokens)."""
+        return self.encode(recent, actions, next_frames)
 
     @torch.no_grad()
     def round_trip(
@@ -220,7 +282,8 @@ def shuffled_token_ratio(
     ignores its tokens (it draws from the previous frame and the action alone)."""
     tokens = tokenizer.encode(previous, actions, frames)
     target = to_float_frames(frames)
-    changed = (target - to_float_frames(previous)).abs().amax(1, keepdim=True) > 0.02
+    last = (tokenizer.stack_context(previous)[:, -3:] + 1) / 2
+    changed = (target - last).abs().amax(1, keepdim=True) > 0.02
     own = tokenizer.decode(previous, actions, tokens)
     # Half a batch away: neighbouring pairs may be consecutive steps with near-equal tokens.
     other = tokenizer.decode(previous, actions, tokens.roll(max(len(tokens) // 2, 1), 0))

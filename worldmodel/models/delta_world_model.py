@@ -23,7 +23,7 @@ from worldmodel.models.world_model import gumbel_pick, head
 @dataclass
 class DeltaWorldModelConfig:
     tokens_per_frame: int = 4
-    num_codes: int = 1024
+    num_codes: int = 1024  # token ids: the tokenizer's vocab_size
     num_actions: int = 6
     max_frames: int = 26  # context length in steps (blocks)
     n_layers: int = 3

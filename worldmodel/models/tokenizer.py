@@ -100,12 +100,15 @@ class Tokenizer(nn.Module):
         z_q = self.quantizer.lookup(tokens, self.latent_shape)
         return self._draw(z_q).clamp(0, 1)
 
+    context_frames = 1  # a step's tokens read its frame alone
+
     @torch.no_grad()
     def step_tokens(
-        self, frames: torch.Tensor, actions: torch.Tensor, next_frames: torch.Tensor
+        self, recent: torch.Tensor, actions: torch.Tensor, next_frames: torch.Tensor
     ) -> torch.Tensor:
-        """The tokens a step of play is stored with (FrameEncoder): its own frame's."""
-        return self.encode(frames)
+        """The tokens a step of play is stored with (FrameEncoder; `recent` (B, n, H, W, 3)
+        the frames up to the step's): its own frame's."""
+        return self.encode(recent[:, -1])
 
     @torch.no_grad()
     def round_trip(
