@@ -85,10 +85,11 @@ def fps_baseline(bundle, steps: int) -> float:
 
 def fps_baseline_delta(bundle, steps: int) -> float:
     """fps_baseline for a context-aware bundle: the blocks of the last max_frames steps
-    re-read for every token, the frame drawn from the one before and embedded."""
+    re-read for every token, the frame drawn from the ones before and embedded."""
     wm, tok = bundle.world_model, bundle.tokenizer
     generator = torch.Generator().manual_seed(0)
     frame = start_frames(bundle, 1)
+    recent = frame[:, None].expand(-1, tok.context_frames, -1, -1, -1)
     embeddings, tokens = [wm.embed_frames(frame)], []  # (1, D), (1, K) each
     noop, k = torch.zeros(1, dtype=torch.long), wm.cfg.tokens_per_frame
     start = time.perf_counter()
@@ -106,7 +107,8 @@ def fps_baseline_delta(bundle, steps: int) -> float:
             logits = wm.token_head(h[:, -1])
             new[:, j] = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
         tokens.append(new)
-        frame = to_uint8_frames(tok.decode(frame, noop, new))
+        frame = to_uint8_frames(tok.decode(recent, noop, new))
+        recent = torch.cat([recent[:, 1:], frame[:, None]], 1)
         embeddings.append(wm.embed_frames(frame))
     return steps / (time.perf_counter() - start)
 

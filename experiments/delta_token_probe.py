@@ -72,6 +72,11 @@ def main() -> None:
         spec = EnvSpec(frame_size=tokenizer.cfg.resolution)
     if not isinstance(tokenizer, DeltaTokenizer):
         raise SystemExit(f"{args.bundle} holds IRIS tokens; this probe is for context-aware ones")
+    if tokenizer.cfg.context_frames != 1:
+        raise SystemExit(
+            f"{args.bundle} reads {tokenizer.cfg.context_frames} frames before; this probe asks "
+            "one-frame tokens about the ball (the eval's tokenizer section has the rest)"
+        )
     frames, actions = tracker_play(spec, args.steps)
     envs, length, image = frames.shape[0], frames.shape[1], frames.shape[2:]
     every = frames.reshape(-1, *image)

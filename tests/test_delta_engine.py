@@ -9,6 +9,7 @@ from worldmodel.bundle import load_bundle, save_bundle
 from worldmodel.delta_engine import DeltaGame
 from worldmodel.engine import LearnedGame
 from worldmodel.envs.atari import EnvSpec
+from worldmodel.frames import to_uint8_frames
 from worldmodel.models.delta_tokenizer import DeltaTokenizer, DeltaTokenizerConfig
 from worldmodel.models.delta_world_model import DeltaWorldModel, DeltaWorldModelConfig
 
@@ -20,6 +21,14 @@ def models(seed: int = 0) -> tuple[DeltaTokenizer, DeltaWorldModel]:
     torch.manual_seed(seed)
     tokenizer = DeltaTokenizer(DeltaTokenizerConfig(**TOKENIZER)).eval()
     return tokenizer, DeltaWorldModel(DeltaWorldModelConfig(**WORLD_MODEL)).eval()
+
+
+def as_predicted_models(seed: int = 0) -> tuple[DeltaTokenizer, DeltaWorldModel]:
+    """Two context frames and the "as predicted" token (id 32 of 33)."""
+    torch.manual_seed(seed)
+    cfg = DeltaTokenizerConfig(**TOKENIZER, context_frames=2, predicted_tolerance=0.3)
+    world_model = DeltaWorldModel(DeltaWorldModelConfig(**{**WORLD_MODEL, "num_codes": 33}))
+    return DeltaTokenizer(cfg).eval(), world_model.eval()
 
 
 def context(b: int = 2, c: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,8 +57,9 @@ def test_learned_game_plays_a_delta_world_model_with_the_same_api():
     assert game.forwards == 1 + 4  # the context in one forward, then K a step
 
 
-def test_cached_greedy_generation_is_what_the_whole_sequence_says_past_the_window():
-    game = LearnedGame(*models(), greedy=True, keep_frames=2)
+@pytest.mark.parametrize("design", [models, as_predicted_models])
+def test_cached_greedy_generation_is_what_the_whole_sequence_says_past_the_window(design):
+    game = LearnedGame(*design(), greedy=True, keep_frames=2)
     game.reset(*context())
     lengths = []
     with torch.no_grad():
@@ -96,6 +106,26 @@ def test_the_drawn_frame_depends_on_the_frame_before_it():
         game.reset(torch.cat([frames[:, :-1], last[:, None]], 1), actions)
         drawn.append(game.step(torch.tensor([0, 0]))[0])
     assert not torch.equal(*drawn)
+
+
+def test_with_two_context_frames_a_step_draws_from_the_last_two_and_may_say_as_predicted():
+    tokenizer, world_model = as_predicted_models()
+    with torch.no_grad():  # a world model sure that every frame goes as predicted
+        world_model.token_head[-1].bias[32] = 100.0
+    game = LearnedGame(tokenizer, world_model, greedy=True)
+    frames, actions = context()
+    game.reset(frames, actions)
+    step_actions = torch.tensor([0, 3])
+    frame = game.step(step_actions)[0]
+    assert (game.tokens[:, -1] == 32).all()
+    with torch.no_grad():
+        expected = tokenizer.draw_as_predicted(frames[:, -2:], step_actions)
+    assert torch.equal(frame, to_uint8_frames(expected))
+    assert torch.equal(game.recent, torch.stack([frames[:, -1], frame], 1))
+    second = game.step(step_actions)[0]
+    with torch.no_grad():
+        expected = tokenizer.draw_as_predicted(torch.stack([frames[:, -1], frame], 1), step_actions)
+    assert torch.equal(second, to_uint8_frames(expected))
 
 
 def test_seeded_sampling_repeats_and_speculation_is_refused():

@@ -227,7 +227,7 @@ def write_report(
             "## The tokenizer alone",
             "",
             f"All {results['tokenizer']['frames']} held-out tracker frames, each drawn from the "
-            "real frame before it (teacher-forced); a context-aware tokenizer also from its own "
+            "real frames before it (teacher-forced); a context-aware tokenizer also from its own "
             "drawing of it, chained from a real start (the dream's condition).",
             "",
             report.tokenizer_table(results["tokenizer"]),

@@ -82,7 +82,7 @@ TOKENIZER_COLUMNS = (
 
 
 def tokenizer_table(scores: dict) -> str:
-    rows = [("real frame before", scores["teacher_forced"])]
+    rows = [("real frames before", scores["teacher_forced"])]
     rows += [(f"own drawing, {h}", s) for h, s in scores.get("chained", {}).items()]
     lines = [
         "| drawn from | " + " | ".join(label for _, label in TOKENIZER_COLUMNS) + " |",
@@ -97,6 +97,7 @@ def tokenizer_table(scores: dict) -> str:
         for key, label in (
             ("codebook_usage", "codes used"),
             ("shuffled_token_ratio", "shuffled-token ratio (1.0: tokens ignored)"),
+            ("as_predicted_share", "frames coded as predicted"),
         )
         if key in scores
     ]

@@ -270,7 +270,7 @@ class DeltaTokenizer(nn.Module):
     def round_trip(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> torch.Tensor:
-        """Frames encoded and decoded, each given the real frame before it -> (B, 3, H, W)."""
+        """Frames encoded and decoded, each given the real frames before it -> (B, 3, H, W)."""
         return self.decode(previous, actions, self.encode(previous, actions, frames))
 
 
