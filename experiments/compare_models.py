@@ -12,6 +12,8 @@ hours; `--bench`: experiments/bench_play.py's JSON.
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 
 from worldmodel.eval.report import CLOSED_LOOP_ROWS, markdown_table, write_report
@@ -91,7 +93,7 @@ def main() -> None:
         benches = [json.loads(p.read_text()) for p in args.bench]
         for key, label in (("fps_cached", "play, batch 1"), ("fps_batch64", "batch 64")):
             rows.append([f"frames/s, {label}", *(f"{b[key]:.0f}" for b in benches)])
-    command = "python experiments/compare_models.py " + " ".join(map(str, args.evals))
+    command = shlex.join(["python", "experiments/compare_models.py", *sys.argv[1:]])
     write_report(
         args.out,
         "comparison",
