@@ -228,7 +228,8 @@ def write_report(
             "",
             f"All {results['tokenizer']['frames']} held-out tracker frames, each drawn from the "
             "real frames before it (teacher-forced); a context-aware tokenizer also from its own "
-            "drawing of it, chained from a real start (the dream's condition).",
+            "drawing of it, chained from a real start (the dream's condition); with as-predicted "
+            "tokens also drawn as predicted all along (no tokens: the decoder's own physics).",
             "",
             report.tokenizer_table(results["tokenizer"]),
             "",

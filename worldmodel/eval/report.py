@@ -84,6 +84,10 @@ TOKENIZER_COLUMNS = (
 def tokenizer_table(scores: dict) -> str:
     rows = [("real frames before", scores["teacher_forced"])]
     rows += [(f"own drawing, {h}", s) for h, s in scores.get("chained", {}).items()]
+    rows += [
+        (f"own drawing as predicted (no tokens), {h}", s)
+        for h, s in scores.get("chained_as_predicted", {}).items()
+    ]
     lines = [
         "| drawn from | " + " | ".join(label for _, label in TOKENIZER_COLUMNS) + " |",
         "|---|" + "---:|" * len(TOKENIZER_COLUMNS),

@@ -37,18 +37,30 @@ def drawing_scores(real: np.ndarray, drawn: np.ndarray) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def chained(tokenizer: DeltaTokenizer, episode: Episode, starts: np.ndarray, steps: int):
+def chained(
+    tokenizer: DeltaTokenizer,
+    episode: Episode,
+    starts: np.ndarray,
+    steps: int,
+    as_predicted: bool = False,
+):
     """From the real frames up to s, frames s+1 .. s+steps each drawn from the drawings before
-    it -> (len(starts), steps, h, w, 3) uint8."""
+    it (its tokens given them, or with `as_predicted` no tokens at all: the decoder's own
+    physics, what the dream leans on between the coded frames) -> (len(starts), steps, h, w,
+    3) uint8."""
     device = tokenizer.quantizer.codebook.weight.device
     frames = torch.from_numpy(episode.frames).to(device)
     actions = torch.from_numpy(episode.actions).to(device)
     index = torch.from_numpy(starts).to(device)
     recent, drawn = windows(frames[None], tokenizer.context_frames)[0, index], []
     for h in range(1, steps + 1):
-        frame = to_uint8_frames(
-            tokenizer.round_trip(recent, actions[index + h - 1], frames[index + h])
+        action = actions[index + h - 1]
+        drawn_frame = (
+            tokenizer.draw_as_predicted(recent, action).clamp(0, 1)
+            if as_predicted
+            else tokenizer.round_trip(recent, action, frames[index + h])
         )
+        frame = to_uint8_frames(drawn_frame)
         recent = torch.cat([recent[:, 1:], frame[:, None]], 1)
         drawn.append(frame.cpu().numpy())
     return np.stack(drawn, 1)
@@ -90,12 +102,16 @@ def tokenizer_scores(tokenizer: AnyTokenizer, episodes: list[Episode]) -> dict:
     steps = min(max(CHAIN_STEPS), len(episode) - 3)
     if steps >= 1:
         starts = np.linspace(1, len(episode) - steps - 2, CHAIN_STARTS).astype(int)
-        chain = chained(tokenizer, episode, starts, steps)
-        results["chained"] = {
-            f"h={h}": drawing_scores(
-                np.stack([episode.frames[s + h] for s in starts]), chain[:, h - 1]
-            )
-            for h in CHAIN_STEPS
-            if h <= steps
-        }
+        kinds = {"chained": False} | (
+            {"chained_as_predicted": True} if tokenizer.cfg.as_predicted else {}
+        )
+        for key, as_predicted in kinds.items():
+            chain = chained(tokenizer, episode, starts, steps, as_predicted)
+            results[key] = {
+                f"h={h}": drawing_scores(
+                    np.stack([episode.frames[s + h] for s in starts]), chain[:, h - 1]
+                )
+                for h in CHAIN_STEPS
+                if h <= steps
+            }
     return results
