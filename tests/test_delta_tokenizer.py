@@ -119,6 +119,8 @@ def test_a_frame_the_context_predicts_is_coded_as_predicted_and_drawn_back():
     drawn = model.decode(context, actions, tokens)
     assert torch.allclose(drawn[0], predicted[0])
     assert not torch.allclose(drawn[1], predicted[1], atol=1e-3)
+    # round_trip reuses the gate's drawing for frame 0 and decodes only frame 1.
+    assert torch.allclose(model.round_trip(context, actions, target), drawn, atol=1e-6)
 
 
 def test_the_as_predicted_vectors_learn_from_the_stage_loss():

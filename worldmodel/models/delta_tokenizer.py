@@ -228,18 +228,25 @@ class DeltaTokenizer(nn.Module):
         quantized = self._quantize(previous, actions, frames)
         return TokenizerOutput(self._draw(previous, actions, quantized.z_q), quantized)
 
+    def _encode(
+        self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The tokens, and the as-predicted drawing the gate compared (None without it)."""
+        tokens = self._quantize(previous, actions, frames).tokens
+        if not self.cfg.as_predicted:
+            return tokens, None
+        drawn = self.draw_as_predicted(previous, actions).clamp(0, 1)
+        error = drawn - to_float_frames(frames)
+        tokens[error.abs().flatten(1).amax(1) <= self.cfg.predicted_tolerance] = self.cfg.num_codes
+        return tokens, drawn
+
     @torch.no_grad()
     def encode(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> torch.Tensor:
         """-> tokens (B, K) long; all K `num_codes` ("as predicted") for a frame the context
         alone draws to within `predicted_tolerance`."""
-        tokens = self._quantize(previous, actions, frames).tokens
-        if self.cfg.as_predicted:
-            error = self.draw_as_predicted(previous, actions).clamp(0, 1) - to_float_frames(frames)
-            predicted = error.abs().flatten(1).amax(1) <= self.cfg.predicted_tolerance
-            tokens[predicted] = self.cfg.num_codes
-        return tokens
+        return self._encode(previous, actions, frames)[0]
 
     @torch.no_grad()
     def decode(
@@ -271,7 +278,14 @@ class DeltaTokenizer(nn.Module):
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> torch.Tensor:
         """Frames encoded and decoded, each given the real frames before it -> (B, 3, H, W)."""
-        return self.decode(previous, actions, self.encode(previous, actions, frames))
+        tokens, predicted = self._encode(previous, actions, frames)
+        if predicted is None:
+            return self.decode(previous, actions, tokens)
+        coded = tokens[:, 0] != self.cfg.num_codes  # the others are drawn already
+        drawn = predicted.clone()
+        if coded.any():
+            drawn[coded] = self.decode(previous[coded], actions[coded], tokens[coded])
+        return drawn
 
 
 def shuffled_token_ratio(
