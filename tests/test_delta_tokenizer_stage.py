@@ -11,14 +11,9 @@ from worldmodel.data.held_out import HeldOut, held_out_episodes
 from worldmodel.data.segments import Segments
 from worldmodel.envs import EnvSpec
 from worldmodel.eval.tokenizer import tokenizer_scores
-from worldmodel.frames import to_float_frames, to_uint8_frames
+from worldmodel.frames import to_uint8_frames
 from worldmodel.lit.checkpoints import load_tokenizer
-from worldmodel.lit.delta_tokenizer_module import (
-    DeltaTokenizerModule,
-    consecutive_pairs,
-    cut_pairs,
-    own_drawings,
-)
+from worldmodel.lit.delta_tokenizer_module import consecutive_pairs, cut_pairs, own_drawings
 from worldmodel.models.delta_tokenizer import DeltaTokenizer, DeltaTokenizerConfig
 
 from .batches import segments
@@ -131,38 +126,9 @@ def test_with_two_context_frames_own_drawings_slide_along_the_chain():
     assert torch.equal(context[1, 0], frames[1, 1]) and torch.equal(context[1, 1], drawn[0])
 
 
-def test_the_rollout_draws_each_step_as_predicted_from_the_drawings_before():
-    torch.manual_seed(0)
-    model = dict(channels=4, latent_channels=8, context_channels=4, num_codes=32, code_dim=8)
-    model |= dict(context_frames=2, predicted_tolerance=0.1)
-    module = DeltaTokenizerModule(
-        model=model, loss={}, predicted_rollout_steps=3, predicted_rollout_segments=2
-    )
-    g = torch.Generator().manual_seed(0)
-    frames = torch.randint(0, 256, (3, 5, 64, 64, 3), dtype=torch.uint8, generator=g)
-    actions = torch.randint(0, 6, (3, 5), generator=g)
-    # Segment 1 ends after frame 3 (its third step is past the end); segment 2 is not used.
-    mask = torch.tensor([[True] * 5, [True] * 4 + [False], [True] * 5])
-    terms = module.rollout_terms(segments(mask, frames=frames, actions=actions))
-    sum(terms.values()).backward()
-    assert module.tokenizer.predicted_codes.grad.abs().sum() > 0
-
-    context, l2 = frames[:2, :2], []
-    with torch.no_grad():
-        for t, inside in ((2, 2), (3, 2), (4, 1)):  # step t, the segments still in the episode
-            context = context[:inside]
-            drawn = module.tokenizer.draw_as_predicted(context, actions[:inside, t - 1])
-            target, last = to_float_frames(frames[:inside, t]), to_float_frames(context[:, -1])
-            l2.append(module.drawing_terms(drawn, target, last)["l2"])
-            context = torch.cat([context[:, 1:], to_uint8_frames(drawn.clamp(0, 1))[:, None]], 1)
-    assert torch.allclose(terms["rollout_l2"], torch.stack(l2).mean(), rtol=1e-4)
-
-
 AS_PREDICTED = [
     "tokenizer.module.model.context_frames=2",
     "tokenizer.module.model.predicted_tolerance=0.3",
-    "tokenizer.module.predicted_rollout_steps=3",
-    "tokenizer.module.predicted_rollout_segments=4",
 ]
 
 
@@ -183,7 +149,6 @@ def test_the_delta_tokenizer_stage_trains_and_logs_whether_its_tokens_are_used(t
     assert {"val/shuffled_token_ratio", "val/codebook_usage", "train/worst_pixel"} <= logged
     if design == "as_predicted":
         assert {"val/as_predicted_share", "train/predicted_worst_pixel"} <= logged
-        assert "train/rollout_worst_pixel" in logged
     assert json.loads((tmp_path / "tokenizer" / "train_info.json").read_text())["global_step"] == 12
     # The eval's tokenizer section scores it on the run's held-out episodes.
     tokenizer = load_tokenizer(tmp_path / "tokenizer" / "checkpoints" / "last.ckpt")
@@ -205,8 +170,6 @@ def test_the_delta_tokenizer_stage_trains_and_logs_whether_its_tokens_are_used(t
         ("tokenizer.module.own_drawing_steps=-1", "own_drawing_steps"),
         ("tokenizer.module.model.context_frames=0", "context_frames"),
         ("tokenizer.module.model.predicted_tolerance=1.5", "predicted_tolerance"),
-        ("tokenizer.module.predicted_rollout_steps=2", "needs as-predicted tokens"),
-        ("tokenizer.module.predicted_rollout_segments=0", "predicted_rollout_segments"),
     ],
 )
 def test_delta_settings_that_cannot_work_are_one_line_before_any_work(tmp_path, override, message):

@@ -13,13 +13,6 @@ The second: the dream draws each frame from its own drawing of the one before, s
 pile up (a ball left behind stays). With `own_drawing_probability` a pair's previous frame
 is the tokenizer's own drawing, chained over 1..`own_drawing_steps` steps from a real frame
 (no gradient through the chain): it learns to draw from what it drew.
-
-The third, with "as predicted" tokens: the dream draws most frames of a flight from the
-context alone, each from the drawings before, and that drawing was only ever shown real or
-well-drawn contexts, so a ball fades and splits within a few steps (measured: ball recall
-93% one step on, 41% five). With `predicted_rollout_steps` the first
-`predicted_rollout_segments` segments of a batch are also drawn as predicted all along from
-their real first frames, as uint8 like the dream's, each step scored against the real frame.
 """
 
 from dataclasses import dataclass
@@ -149,8 +142,6 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         gap_probability: float = 0.5,
         own_drawing_steps: int = 0,
         own_drawing_probability: float = 0.0,
-        predicted_rollout_steps: int = 0,
-        predicted_rollout_segments: int = 8,
         lr: float = 1e-3,
         lr_floor: float = 0.1,
         weight_decay: float = 0.0,
@@ -168,17 +159,8 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if own_drawing_steps < 0:
             raise ValueError(f"own_drawing_steps must be >= 0, got {own_drawing_steps}")
-        if predicted_rollout_steps < 0 or predicted_rollout_segments < 1:
-            raise ValueError(
-                "predicted_rollout_steps must be >= 0 and predicted_rollout_segments >= 1, got "
-                f"{predicted_rollout_steps} and {predicted_rollout_segments}"
-            )
         self.save_hyperparameters()
         self.tokenizer = DeltaTokenizer(DeltaTokenizerConfig(**model))
-        if predicted_rollout_steps and not self.tokenizer.cfg.as_predicted:
-            raise ValueError(
-                "predicted_rollout_steps needs as-predicted tokens (model.predicted_tolerance > 0)"
-            )
         self.loss_cfg = loss = DeltaTokenizerLoss(**loss)
         self.perceptual = (
             PerceptualLoss(loss.perceptual_net) if loss.perceptual_weight > 0 else None
@@ -187,10 +169,6 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
         self.own_drawing_steps, self.own_drawing_probability = (
             own_drawing_steps,
             own_drawing_probability,
-        )
-        self.rollout_steps, self.rollout_segments = (
-            predicted_rollout_steps,
-            predicted_rollout_segments,
         )
         self.lr, self.lr_floor, self.weight_decay = lr, lr_floor, weight_decay
         self.image_log_every_n_steps = image_log_every_n_steps
@@ -202,8 +180,7 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
 
     @property
     def sequence_length(self) -> int:
-        pairs = self.own_drawing_steps + self.context_gap
-        return self.context_frames + max(pairs, self.rollout_steps)
+        return self.context_frames + self.own_drawing_steps + self.context_gap
 
     def draw_gaps(self, n: int) -> torch.Tensor:
         """Per pair: 1, or with `gap_probability` a gap drawn from 1..context_gap."""
@@ -274,35 +251,9 @@ class DeltaTokenizerModule(FrozenPerceptualWeights, L.LightningModule):
             terms |= {f"predicted_{k}": v for k, v in drawn.items()}
         return terms, recon, out.quantized.tokens
 
-    def rollout_terms(self, batch: Segments) -> dict[str, torch.Tensor]:
-        """The pixel terms of the as-predicted drawing chained over the first segments (no
-        gradient through the chain), each term the mean over the steps inside the episode."""
-        c, n = self.context_frames, self.rollout_segments
-        frames, actions, mask = batch.frames[:n], batch.actions[:n], batch.mask[:n]
-        context, steps = frames[:, :c], []
-        for t in range(c, c + self.rollout_steps):
-            inside = mask[:, t]
-            if not inside.any():
-                break
-            frames, actions, mask, context = (x[inside] for x in (frames, actions, mask, context))
-            drawn = self.tokenizer.draw_as_predicted(context, actions[:, t - 1])
-            steps.append(
-                self.drawing_terms(
-                    drawn, to_float_frames(frames[:, t]), to_float_frames(context[:, -1])
-                )
-            )
-            drawn_frame = to_uint8_frames(drawn.detach().clamp(0, 1))
-            context = torch.cat([context[:, 1:], drawn_frame[:, None]], 1)
-        return {
-            f"rollout_{k}": torch.stack([step[k] for step in steps]).mean()
-            for k in (steps[0] if steps else {})
-        }
-
     def training_step(self, batch: Segments, batch_idx: int) -> torch.Tensor | None:
         pairs = self.training_pairs(batch)
         terms, recon, tokens = self.losses(pairs)
-        if self.rollout_steps:
-            terms |= self.rollout_terms(batch)
         if not losses_are_finite(self, terms):
             return None  # Lightning skips the optimizer step
         loss = sum(terms.values())
