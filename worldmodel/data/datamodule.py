@@ -56,7 +56,7 @@ class FrameEncoder:
         # Its own CPU copy: the trainer moves the module's tokenizer to the GPU, and forked
         # DataLoader workers cannot use CUDA anyway.
         self.tokenizer, self.chunk = copy.deepcopy(tokenizer).cpu().eval(), chunk
-        self.tokens_per_frame = tokenizer.cfg.tokens_per_frame
+        self.tokens_per_frame = tokenizer.frame_tokens
         self.context_frames = tokenizer.context_frames
 
     def __call__(

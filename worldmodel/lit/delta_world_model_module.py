@@ -47,7 +47,7 @@ class Steps:
         if batch.tokens is not None:  # tokenized once by the data pipeline (FrameEncoder)
             tokens = batch.tokens.clone()
         else:
-            tokens = torch.zeros(b, t, tokenizer.cfg.tokens_per_frame, dtype=torch.long)
+            tokens = torch.zeros(b, t, tokenizer.frame_tokens, dtype=torch.long)
             tokens = tokens.to(frames.device)
             # (frames before a segment's first repeat it)
             context = windows(frames, tokenizer.cfg.context_frames)[:, :-1]
@@ -85,7 +85,7 @@ class DeltaWorldModelModule(L.LightningModule):
         self.tokenizer = tokenizer.eval().requires_grad_(False)
         tok = tokenizer.cfg
         from_tokenizer = {
-            "tokens_per_frame": tok.tokens_per_frame,
+            "tokens_per_frame": tok.frame_tokens,
             "num_codes": tok.vocab_size,
             "num_actions": tok.num_actions,
             "resolution": tok.resolution,
@@ -127,6 +127,8 @@ class DeltaWorldModelModule(L.LightningModule):
             "reward_counts": event_counts(reward_logits.argmax(-1), reward_targets, none=1),
             "end_counts": event_counts(end_logits.argmax(-1), end_targets, none=0),
         }
+        if self.tokenizer.ball is not None:  # the ball's column and row both right
+            predictions["ball_accuracy"] = hits[:, :2].all(-1).float().mean()
         return terms, predictions
 
     def training_step(self, batch: Segments, batch_idx: int) -> torch.Tensor | None:
@@ -155,6 +157,8 @@ class DeltaWorldModelModule(L.LightningModule):
             prog_bar=True,
         )
         self.log("val/frame_accuracy", predictions["frame_accuracy"])
+        if "ball_accuracy" in predictions:
+            self.log("val/ball_accuracy", predictions["ball_accuracy"])
         for name in self._counts:
             self._counts[name] += predictions[f"{name}_counts"]
         if batch_idx == 0:

@@ -16,6 +16,10 @@ vectors in place of the codes: with two context frames, a flight continued at it
 and a frame that this drawing gets right to within the tolerance at its worst pixel is
 coded as K "as predicted" tokens (id `num_codes`): a flight is then one repeated token, and
 the codes are left for what the context cannot tell (bounces, serves, the opponent's moves).
+
+With `ball_slot` the ball is not in the codes at all: a frame's tokens are the ball's
+position (two tokens, see `ball_slot.py`) and then the K codes of the frame with its ball
+erased; the decoder draws the frame without the ball and the ball is drawn over it.
 """
 
 import math
@@ -27,6 +31,7 @@ from torch import nn
 
 from worldmodel.frames import to_float_frames
 from worldmodel.models.autoencoder import AutoencoderConfig, ResBlock, norm
+from worldmodel.models.ball_slot import COLUMNS, ROWS, BallSlot
 from worldmodel.models.quantizer import QuantizerOutput, VectorQuantizer
 from worldmodel.models.tokenizer import TokenizerOutput
 
@@ -52,6 +57,11 @@ class DeltaTokenizerConfig:
     # Draw the frame as the previous frame plus a drawn change (the change's last layer
     # starts at zero, so an untrained tokenizer copies the previous frame).
     residual: bool = False
+    # Pong's ball as two position tokens before the codes, drawn as the emulator draws it.
+    ball_slot: bool = False
+    # With the ball slot: the rows the ball never reaches (the score and the walls) drawn as
+    # the frame before plus a drawn change, so that what does not change stays as it was.
+    residual_outside_field: bool = False
     cosine_codes: bool = True
     revive_dead_codes: bool = True
     dead_after_steps: int = 50
@@ -63,6 +73,10 @@ class DeltaTokenizerConfig:
             raise ValueError(
                 f"predicted_tolerance must be in [0, 1), got {self.predicted_tolerance}"
             )
+        if self.ball_slot and self.as_predicted:
+            raise ValueError("ball_slot and predicted_tolerance > 0 do not go together")
+        if self.residual_outside_field and not self.ball_slot:
+            raise ValueError("residual_outside_field needs ball_slot (it knows where the field is)")
         grid = math.isqrt(self.tokens_per_frame)
         if grid * grid != self.tokens_per_frame:
             raise ValueError(f"tokens_per_frame must be a square, got {self.tokens_per_frame}")
@@ -81,9 +95,22 @@ class DeltaTokenizerConfig:
         return self.predicted_tolerance > 0
 
     @property
+    def ball_ids(self) -> tuple[int, int]:
+        """The first id of the ball's column tokens and of its row tokens (each with a last
+        id for "no ball")."""
+        first = self.num_codes + self.as_predicted
+        return first, first + COLUMNS + 1
+
+    @property
     def vocab_size(self) -> int:
-        """Token ids: the codes, then "as predicted" (when used)."""
-        return self.num_codes + self.as_predicted
+        """Token ids: the codes, then "as predicted" or the ball's columns and rows (when
+        used)."""
+        return self.ball_ids[1] + (ROWS + 1 if self.ball_slot else -COLUMNS - 1)
+
+    @property
+    def frame_tokens(self) -> int:
+        """The tokens a frame is stored as: the ball's two (when used), then the K codes."""
+        return self.tokens_per_frame + 2 * self.ball_slot
 
     @property
     def token_grid(self) -> int:
@@ -160,6 +187,7 @@ class DeltaTokenizer(nn.Module):
         if cfg.residual:
             nn.init.zeros_(self.decoder.net[-1].weight)
             nn.init.zeros_(self.decoder.net[-1].bias)
+        self.ball = BallSlot(cfg.resolution) if cfg.ball_slot else None
 
     # --- the token layout: K regions of the latent map, row by row -------------------------
 
@@ -213,6 +241,9 @@ class DeltaTokenizer(nn.Module):
         change = self.decoder(torch.cat([tokens, self.context(context), action], 1))
         if self.cfg.residual:
             return (context[:, -3:] + 1) / 2 + change
+        if self.cfg.residual_outside_field:
+            field = self.ball.field_rows[:, None]  # (H, 1)
+            return torch.where(field, (change + 1) / 2, (context[:, -3:] + 1) / 2 + change)
         return (change + 1) / 2
 
     def draw_as_predicted(self, previous: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -220,18 +251,35 @@ class DeltaTokenizer(nn.Module):
         codes = self.predicted_codes[None].expand(len(actions), -1, -1, -1)
         return self._draw(previous, actions, codes)
 
+    def _ball_cover(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 frames -> their ball positions (B, 2) and the ball's cover (B, 1, H, W)."""
+        ball = self.ball.locate(frames)
+        return ball, self.ball.cover(ball)
+
     def forward(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> TokenizerOutput:
         """Frames (B, H, W, 3) uint8 or (B, 3, H, W) in [0, 1]; `previous` the frame(s)
-        before (see `_context`); actions (B,) taken between."""
-        quantized = self._quantize(previous, actions, frames)
-        return TokenizerOutput(self._draw(previous, actions, quantized.z_q), quantized)
+        before (see `stack_context`); actions (B,) taken between."""
+        if self.ball is None:
+            quantized = self._quantize(previous, actions, frames)
+            return TokenizerOutput(self._draw(previous, actions, quantized.z_q), quantized)
+        _, cover = self._ball_cover(frames)
+        quantized = self._quantize(
+            previous, actions, self.ball.erase(to_float_frames(frames), cover)
+        )
+        drawn = self.ball.draw(self._draw(previous, actions, quantized.z_q), cover)
+        return TokenizerOutput(drawn, quantized)
 
     def _encode(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The tokens, and the as-predicted drawing the gate compared (None without it)."""
+        if self.ball is not None:
+            ball, cover = self._ball_cover(frames)
+            erased = self.ball.erase(to_float_frames(frames), cover)
+            codes = self._quantize(previous, actions, erased).tokens
+            return torch.cat([ball + torch.tensor(self.cfg.ball_ids).to(ball), codes], 1), None
         tokens = self._quantize(previous, actions, frames).tokens
         if not self.cfg.as_predicted:
             return tokens, None
@@ -244,25 +292,41 @@ class DeltaTokenizer(nn.Module):
     def encode(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> torch.Tensor:
-        """-> tokens (B, K) long; all K `num_codes` ("as predicted") for a frame the context
-        alone draws to within `predicted_tolerance`."""
+        """-> tokens (B, frame_tokens) long: with the ball slot the ball's column and row ids,
+        then the K codes; all K `num_codes` ("as predicted") for a frame the context alone
+        draws to within `predicted_tolerance`."""
         return self._encode(previous, actions, frames)[0]
 
     @torch.no_grad()
     def decode(
         self, previous: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
     ) -> torch.Tensor:
-        """Tokens (B, K) -> frames (B, 3, H, W) in [0, 1]."""
+        """Tokens (B, frame_tokens) -> frames (B, 3, H, W) in [0, 1]. A token out of its
+        place's range (a world model's slip) draws as the nearest code, or as no ball."""
+        ball, tokens = (
+            tokens[:, : -self.cfg.tokens_per_frame],
+            tokens[:, -self.cfg.tokens_per_frame :],
+        )
         codes = tokens.clamp(max=self.cfg.num_codes - 1)
         z_q = self.quantizer.lookup(codes, (1, self.cfg.tokens_per_frame))
         if self.cfg.as_predicted:
             predicted = (tokens == self.cfg.num_codes)[:, None, None]  # (B, 1, 1, K)
             z_q = torch.where(predicted, self.predicted_codes[None], z_q)
-        return self._draw(previous, actions, z_q).clamp(0, 1)
+        drawn = self._draw(previous, actions, z_q)
+        if self.ball is not None:
+            ball = ball - torch.tensor(self.cfg.ball_ids).to(ball)
+            none = torch.tensor([COLUMNS, ROWS]).to(ball)
+            ball = torch.where(((ball < 0) | (ball >= none)).any(1, keepdim=True), none, ball)
+            drawn = self.ball.draw(drawn, self.ball.cover(ball))
+        return drawn.clamp(0, 1)
 
     @property
     def context_frames(self) -> int:
         return self.cfg.context_frames
+
+    @property
+    def frame_tokens(self) -> int:
+        return self.cfg.frame_tokens
 
     @torch.no_grad()
     def step_tokens(

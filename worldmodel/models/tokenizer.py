@@ -102,6 +102,10 @@ class Tokenizer(nn.Module):
 
     context_frames = 1  # a step's tokens read its frame alone
 
+    @property
+    def frame_tokens(self) -> int:
+        return self.cfg.tokens_per_frame
+
     @torch.no_grad()
     def step_tokens(
         self, recent: torch.Tensor, actions: torch.Tensor, next_frames: torch.Tensor
