@@ -31,7 +31,7 @@ import numpy as np
 
 from worldmodel.data.held_out import DEFAULT, HeldOut, held_out_episodes, held_out_frames
 from worldmodel.envs import EnvSpec
-from worldmodel.eval.pong_detector import PongObjects, detect
+from worldmodel.envs.pong_detector import PongObjects, detect
 from worldmodel.eval.report import markdown_table, write_report
 
 PATCH, GRID, TOLERANCE_PX = 16, 4, 1.0  # 64x64 frames in 4x4 tokens, as the detector sees them

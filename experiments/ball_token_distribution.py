@@ -22,7 +22,7 @@ import torch
 
 from worldmodel.bundle import load_bundle
 from worldmodel.data.held_out import held_out_episodes
-from worldmodel.eval.pong_detector import detect
+from worldmodel.envs.pong_detector import detect
 from worldmodel.eval.report import markdown_table, write_report
 from worldmodel.frames import to_uint8_frames
 

@@ -25,8 +25,8 @@ import torch
 
 from worldmodel.data.held_out import held_out_frames
 from worldmodel.envs import EnvSpec
-from worldmodel.eval.pong_detector import detect
-from worldmodel.eval.pong_screen import BACKGROUND
+from worldmodel.envs.pong_detector import detect
+from worldmodel.envs.pong_screen import BACKGROUND
 from worldmodel.eval.report import markdown_table, write_report
 from worldmodel.lit.checkpoints import load_tokenizer
 

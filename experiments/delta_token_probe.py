@@ -29,8 +29,8 @@ import torch
 from worldmodel.bundle import FORMAT, load_bundle, read_checkpoint
 from worldmodel.envs.atari import AtariBatch, EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
-from worldmodel.eval.pong_detector import detect
-from worldmodel.eval.pong_screen import geometry
+from worldmodel.envs.pong_detector import detect
+from worldmodel.envs.pong_screen import geometry
 from worldmodel.eval.report import markdown_table, write_report
 from worldmodel.frames import to_uint8_frames
 from worldmodel.lit.checkpoints import load_tokenizer

@@ -19,7 +19,7 @@ from PIL import Image
 
 from worldmodel.data.held_out import DEFAULT, HeldOut, held_out_frames
 from worldmodel.envs import EnvSpec
-from worldmodel.eval.pong_detector import PongObjects, compare, detect
+from worldmodel.envs.pong_detector import PongObjects, compare, detect
 from worldmodel.frames import to_uint8_frames
 from worldmodel.lit.checkpoints import load_tokenizer
 from worldmodel.models.quantizer import codebook_stats

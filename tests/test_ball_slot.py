@@ -9,14 +9,14 @@ import torch
 from worldmodel.envs import pong_ram
 from worldmodel.envs.atari import AtariBatch, EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
-from worldmodel.envs.resize import AreaResize
-from worldmodel.eval.pong_screen import (
+from worldmodel.envs.pong_screen import (
     BACKGROUND,
     BALL_X_OFFSET,
     BALL_Y_OFFSET,
     PLAYFIELD_ROWS,
     WHITE,
 )
+from worldmodel.envs.resize import AreaResize
 from worldmodel.frames import to_float_frames, to_uint8_frames
 from worldmodel.models.ball_slot import COLUMNS, ROWS, BallSlot
 from worldmodel.models.delta_tokenizer import DeltaTokenizer, DeltaTokenizerConfig

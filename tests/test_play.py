@@ -6,7 +6,7 @@ import pygame
 import pytest
 
 from worldmodel.bundle import load_bundle
-from worldmodel.eval.pong_detector import detect
+from worldmodel.envs.pong_detector import detect
 from worldmodel.play.app import PlayApp
 from worldmodel.play.settings import PlaySettings
 

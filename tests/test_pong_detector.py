@@ -5,9 +5,8 @@ import pytest
 
 from worldmodel.envs.atari import AtariBatch, EnvSpec
 from worldmodel.envs.policies import TrackerPolicy
-from worldmodel.envs.resize import AreaResize
-from worldmodel.eval.pong_detector import compare, detect, score_regions_agree
-from worldmodel.eval.pong_screen import (
+from worldmodel.envs.pong_detector import compare, detect, score_regions_agree
+from worldmodel.envs.pong_screen import (
     BACKGROUND,
     OPPONENT_COLS,
     PLAYER_COLS,
@@ -15,6 +14,7 @@ from worldmodel.eval.pong_screen import (
     WHITE,
     ram_to_pixels,
 )
+from worldmodel.envs.resize import AreaResize
 
 NUM_ENVS, STEPS, SEED = 8, 100, 7
 

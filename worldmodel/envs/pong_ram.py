@@ -1,6 +1,6 @@
 """Where Pong keeps its objects in the emulator RAM (ALE's Pong, measured here).
 
-ram[BALL_Y] == 0 while no ball is in play. Pixel calibration: worldmodel/eval/pong_detector.py.
+ram[BALL_Y] == 0 while no ball is in play. Pixel calibration: worldmodel/envs/pong_detector.py.
 """
 
 BALL_X, BALL_Y = 49, 54

@@ -16,6 +16,7 @@ from worldmodel.bundle import Bundle
 from worldmodel.engine import LearnedGame
 from worldmodel.envs.atari import AtariBatch
 from worldmodel.envs.policies import action_index
+from worldmodel.envs.pong_detector import detect
 from worldmodel.eval.events import (
     Court,
     Track,
@@ -27,7 +28,6 @@ from worldmodel.eval.events import (
     teleports,
 )
 from worldmodel.eval.fidelity import reconstruct
-from worldmodel.eval.pong_detector import detect
 from worldmodel.frames import windows
 
 

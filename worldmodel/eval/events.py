@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worldmodel.eval.pong_detector import PongObjects, score_regions_agree
-from worldmodel.eval.pong_screen import BALL_H, FULL_H, PADDLE_HEIGHT, PLAYFIELD_ROWS
+from worldmodel.envs.pong_detector import PongObjects, score_regions_agree
+from worldmodel.envs.pong_screen import BALL_H, FULL_H, PADDLE_HEIGHT, PLAYFIELD_ROWS
 
 # The outer fraction of the width counted as "at a paddle" (the paddles stand in the outer
 # 10-13%), and of the playfield's height counted as "at a wall".

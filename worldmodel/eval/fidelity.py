@@ -15,6 +15,7 @@ import torch
 from worldmodel.bundle import AnyTokenizer, Bundle
 from worldmodel.data.episode import Episode
 from worldmodel.engine import LearnedGame
+from worldmodel.envs.pong_detector import PongObjects, detect
 from worldmodel.eval.events import (
     MIN_MOVE_PX,
     SPAN,
@@ -25,7 +26,6 @@ from worldmodel.eval.events import (
     point_events,
     reversals,
 )
-from worldmodel.eval.pong_detector import PongObjects, detect
 from worldmodel.frames import to_uint8_frames, windows
 
 

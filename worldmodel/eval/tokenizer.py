@@ -13,8 +13,8 @@ import torch
 
 from worldmodel.bundle import AnyTokenizer
 from worldmodel.data.episode import Episode
+from worldmodel.envs.pong_detector import compare, detect
 from worldmodel.eval.fidelity import reconstruct
-from worldmodel.eval.pong_detector import compare, detect
 from worldmodel.frames import to_uint8_frames, windows
 from worldmodel.models.delta_tokenizer import DeltaTokenizer, shuffled_token_ratio
 from worldmodel.models.quantizer import codebook_stats

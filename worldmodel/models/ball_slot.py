@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from worldmodel.envs.resize import area_weights
-from worldmodel.eval.pong_detector import detect
-from worldmodel.eval.pong_screen import (
+from worldmodel.envs.pong_detector import detect
+from worldmodel.envs.pong_screen import (
     BACKGROUND,
     BALL_H,
     BALL_W,
@@ -31,6 +30,7 @@ from worldmodel.eval.pong_screen import (
     PLAYFIELD_ROWS,
     WHITE,
 )
+from worldmodel.envs.resize import area_weights
 from worldmodel.frames import to_float_frames, to_uint8_frames
 
 COLUMNS, ROWS = FULL_W, FULL_H  # ball positions; index COLUMNS / ROWS means "no ball"

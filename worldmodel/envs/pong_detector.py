@@ -17,7 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
-from worldmodel.eval.pong_screen import (
+from worldmodel.envs.pong_screen import (
     BACKGROUND,
     MIN_PADDLE_ROWS,
     OPPONENT_COLOUR,
