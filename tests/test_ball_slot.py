@@ -103,25 +103,6 @@ def test_the_tokenizer_codes_the_frame_without_its_ball_and_draws_it_from_the_ba
     assert torch.equal(model.decode(previous, actions, slipped), base)
 
 
-@pytest.mark.parametrize(
-    "fields",
-    [dict(ball_slot=True, predicted_tolerance=0.25), dict(residual_outside_field=True)],
-)
-def test_a_setting_the_ball_slot_cannot_go_with_is_refused(fields):
+def test_a_ball_slot_with_as_predicted_frames_is_refused():
     with pytest.raises(ValueError, match="ball_slot"):
-        DeltaTokenizerConfig(**TINY, **fields)
-
-
-def test_outside_the_field_an_untrained_residual_drawing_copies_the_frame_before(play):
-    cfg = DeltaTokenizerConfig(**TINY, ball_slot=True, residual_outside_field=True)
-    model = DeltaTokenizer(cfg).eval()
-    torch.nn.init.zeros_(model.decoder.net[-1].weight)  # no change drawn
-    torch.nn.init.zeros_(model.decoder.net[-1].bias)
-    previous = torch.from_numpy(play["frames"][:8])
-    actions = torch.zeros(8, dtype=torch.long)
-    tokens = model.encode(previous, actions, previous)
-    tokens[:, :2] = torch.tensor(cfg.ball_ids) + torch.tensor([COLUMNS, ROWS])  # no ball
-    drawn = model.decode(previous, actions, tokens)
-    field = model.ball.field_rows
-    assert torch.allclose(drawn[:, :, ~field], to_float_frames(previous)[:, :, ~field])
-    assert torch.allclose(drawn[:, :, field], torch.full_like(drawn[:, :, field], 0.5))
+        DeltaTokenizerConfig(**TINY, ball_slot=True, predicted_tolerance=0.25)

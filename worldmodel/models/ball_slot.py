@@ -68,8 +68,6 @@ class BallSlot(nn.Module):
         cols = _box_cover(area_weights(FULL_W, resolution), BALL_W, np.ones(FULL_W, np.float32))
         self.register_buffer("row_cover", torch.from_numpy(rows), persistent=False)
         self.register_buffer("col_cover", torch.from_numpy(cols), persistent=False)
-        field = torch.from_numpy(rows[:-1].sum(0) > 0)  # (H,): rows the ball can be seen in
-        self.register_buffer("field_rows", field, persistent=False)
         self.row_centres, self.col_centres = _centres(rows[:-1]), _centres(cols[:-1])
         self.ink = torch.from_numpy((WHITE - BACKGROUND) / 255).view(1, 3, 1, 1)
 

@@ -59,9 +59,6 @@ class DeltaTokenizerConfig:
     residual: bool = False
     # Pong's ball as two position tokens before the codes, drawn as the emulator draws it.
     ball_slot: bool = False
-    # With the ball slot: the rows the ball never reaches (the score and the walls) drawn as
-    # the frame before plus a drawn change, so that what does not change stays as it was.
-    residual_outside_field: bool = False
     cosine_codes: bool = True
     revive_dead_codes: bool = True
     dead_after_steps: int = 50
@@ -75,8 +72,6 @@ class DeltaTokenizerConfig:
             )
         if self.ball_slot and self.as_predicted:
             raise ValueError("ball_slot and predicted_tolerance > 0 do not go together")
-        if self.residual_outside_field and not self.ball_slot:
-            raise ValueError("residual_outside_field needs ball_slot (it knows where the field is)")
         grid = math.isqrt(self.tokens_per_frame)
         if grid * grid != self.tokens_per_frame:
             raise ValueError(f"tokens_per_frame must be a square, got {self.tokens_per_frame}")
@@ -241,9 +236,6 @@ class DeltaTokenizer(nn.Module):
         change = self.decoder(torch.cat([tokens, self.context(context), action], 1))
         if self.cfg.residual:
             return (context[:, -3:] + 1) / 2 + change
-        if self.cfg.residual_outside_field:
-            field = self.ball.field_rows[:, None]  # (H, 1)
-            return torch.where(field, (change + 1) / 2, (context[:, -3:] + 1) / 2 + change)
         return (change + 1) / 2
 
     def draw_as_predicted(self, previous: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
