@@ -12,8 +12,8 @@ turns it into a `cover` map (the share of each small pixel the box fills), and a
 only ever hides background, a frame is `frame_without_ball + cover * (WHITE - BACKGROUND)`:
 exactly, also in the pixels it shares with a wall edge or a paddle beside it. The position
 is read back from a frame by the Pong detector's sub-pixel centre, matched to the box
-position whose resized image has that centre (the column always as the emulator RAM has it,
-the row in 99% of tracker frames; measured in the tests).
+position whose resized image has that centre (on tracker play the column is always the
+RAM's, the row the RAM's or one above, the RAM's own offset; measured in the tests).
 """
 
 import numpy as np
