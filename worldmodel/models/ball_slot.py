@@ -31,7 +31,7 @@ from worldmodel.envs.pong_screen import (
     WHITE,
 )
 from worldmodel.envs.resize import area_weights
-from worldmodel.frames import to_float_frames, to_uint8_frames
+from worldmodel.frames import to_uint8_frames
 
 COLUMNS, ROWS = FULL_W, FULL_H  # ball positions; index COLUMNS / ROWS means "no ball"
 
@@ -69,12 +69,15 @@ class BallSlot(nn.Module):
         self.register_buffer("row_cover", torch.from_numpy(rows), persistent=False)
         self.register_buffer("col_cover", torch.from_numpy(cols), persistent=False)
         self.row_centres, self.col_centres = _centres(rows[:-1]), _centres(cols[:-1])
-        self.ink = torch.from_numpy((WHITE - BACKGROUND) / 255).view(1, 3, 1, 1)
+        ink = torch.from_numpy((WHITE - BACKGROUND) / 255).view(1, 3, 1, 1)
+        self.register_buffer("ink", ink, persistent=False)
+        self.register_buffer("none", torch.tensor([COLUMNS, ROWS]), persistent=False)
 
     @torch.no_grad()
     def locate(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) or float (B, 3, H, W) frames -> ball positions (B, 2)."""
-        objects = detect(to_uint8_frames(to_float_frames(frames)).cpu().numpy())
+        frames = frames if frames.dtype == torch.uint8 else to_uint8_frames(frames)
+        objects = detect(frames.cpu().numpy())
         ball = np.tile(np.array([COLUMNS, ROWS]), (len(frames), 1))
         x, y = objects.ball_xy[objects.ball_present].T
         # The box whose resized image has the detected centre (unseen tops are never chosen).
@@ -90,8 +93,8 @@ class BallSlot(nn.Module):
 
     def draw(self, frames: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
         """The ball drawn over frames (B, 3, H, W)."""
-        return frames + self.ink.to(frames) * cover
+        return frames + self.ink * cover
 
     def erase(self, frames: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
         """The frames as they would be without the ball (the inverse of draw)."""
-        return (frames - self.ink.to(frames) * cover).clamp(0, 1)
+        return (frames - self.ink * cover).clamp(0, 1)

@@ -183,6 +183,7 @@ class DeltaTokenizer(nn.Module):
             nn.init.zeros_(self.decoder.net[-1].weight)
             nn.init.zeros_(self.decoder.net[-1].bias)
         self.ball = BallSlot(cfg.resolution) if cfg.ball_slot else None
+        self.register_buffer("ball_first_ids", torch.tensor(cfg.ball_ids), persistent=False)
 
     # --- the token layout: K regions of the latent map, row by row -------------------------
 
@@ -271,7 +272,7 @@ class DeltaTokenizer(nn.Module):
             ball, cover = self._ball_cover(frames)
             erased = self.ball.erase(to_float_frames(frames), cover)
             codes = self._quantize(previous, actions, erased).tokens
-            return torch.cat([ball + torch.tensor(self.cfg.ball_ids).to(ball), codes], 1), None
+            return torch.cat([ball + self.ball_first_ids, codes], 1), None
         tokens = self._quantize(previous, actions, frames).tokens
         if not self.cfg.as_predicted:
             return tokens, None
@@ -306,8 +307,8 @@ class DeltaTokenizer(nn.Module):
             z_q = torch.where(predicted, self.predicted_codes[None], z_q)
         drawn = self._draw(previous, actions, z_q)
         if self.ball is not None:
-            ball = ball - torch.tensor(self.cfg.ball_ids).to(ball)
-            none = torch.tensor([COLUMNS, ROWS]).to(ball)
+            ball = ball - self.ball_first_ids
+            none = self.ball.none
             ball = torch.where(((ball < 0) | (ball >= none)).any(1, keepdim=True), none, ball)
             drawn = self.ball.draw(drawn, self.ball.cover(ball))
         return drawn.clamp(0, 1)
