@@ -118,7 +118,7 @@ def main() -> None:
 
     grid = tokenizer.cfg.token_grid  # tokens cover a grid of regions, row by row
     cell = (where // (tokenizer.cfg.resolution // grid)).astype(int).clip(0, grid - 1)
-    # (with the ball slot the codes come after the ball's two tokens)
+    # (the codes come after the slots' tokens: the score change, the ball's two)
     first_code = tokenizer.cfg.frame_tokens - tokenizer.cfg.tokens_per_frame
     quadrant = torch.from_numpy(cell[:, 1] * grid + cell[:, 0]) + first_code
     codes = tokenizer.quantizer.codes()

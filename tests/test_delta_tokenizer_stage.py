@@ -128,6 +128,7 @@ def test_with_two_context_frames_own_drawings_slide_along_the_chain():
 
 AS_PREDICTED = [
     "tokenizer.module.model.ball_slot=false",
+    "tokenizer.module.model.score_slot=false",
     "tokenizer.module.model.context_frames=2",
     "tokenizer.module.model.predicted_tolerance=0.3",
 ]

@@ -6,6 +6,8 @@ one input after the cached ones), draws the frame from the tokens and the frame 
 embeds it and reads it with the last token in the next step's first forward: K forwards a
 step. The last frames are always the ones the model drew: the dream feeds on its own output,
 as in play. Speculation does not pay here: a Delta token seldom repeats the step before's.
+With the score slot, who scored comes from the action's forward (the score head, as the
+reward), and the frame's score rows from the frame before.
 """
 
 import torch
@@ -52,7 +54,8 @@ class DeltaGame(LearnedGame):
         context = windows(frames, self.tokenizer.cfg.context_frames)  # (B, c, n, H, W, 3)
         if c > 1:
             pairs = (context[:, :-1].flatten(0, 1), actions.flatten(), frames[:, 1:].flatten(0, 1))
-            self.tokens = self.tokenizer.encode(*pairs).view(b, c - 1, k)
+            tokens = self.tokenizer.encode(*pairs).view(b, c - 1, -1)
+            self.tokens = tokens[..., -k:]  # without the score change: not an input
         self.embeddings = self.world_model.embed_frames(frames)
         self.actions, self.recent = actions, context[:, -1]
         self.cache = self.world_model.new_cache(b, self.device)
@@ -104,7 +107,11 @@ class DeltaGame(LearnedGame):
         tokens = torch.stack(tokens, 1)
         rewards = self.world_model.reward_head(h_action).argmax(-1) - 1
         ends = self.world_model.end_head(h_action).argmax(-1) == 1
-        frame = to_uint8_frames(self._decode(self.recent, actions, tokens))
+        drawn_from = tokens
+        if self.world_model.score_head is not None:
+            scored = self.world_model.score_head(h_action).argmax(-1) + self.tokenizer.cfg.score_ids
+            drawn_from = torch.cat([scored[:, None], tokens], 1)
+        frame = to_uint8_frames(self._decode(self.recent, actions, drawn_from))
         self.recent = torch.cat([self.recent[:, 1:], frame[:, None]], 1)
         embedding = self._embed(frame)
         self.unread = torch.cat([x, embedding[:, None]], 1)

@@ -5,7 +5,8 @@ Full-frame (210x160) layout of ALE Pong, measured on real frames from `AtariBatc
 
 * background (144, 72, 17) everywhere except what follows;
 * score digits in rows 1-20 (opponent orange on the left, player green on the right; the
-  top wall starts at row 24); row 0, columns 0-7 hold the black HMOVE bar;
+  top wall starts at row 24), drawn from the 3x5 font `DIGITS` in 4x4-pixel cells (see
+  `score_ink`); row 0, columns 0-7 hold the black HMOVE bar;
 * walls (236, 236, 236): rows 24-33 and 194-209, so the playfield is rows 34-193;
 * opponent paddle (213, 130, 74) in columns 16-19, player paddle (92, 186, 92) in columns
   140-143, both 16 rows tall and hidden where they overlap a wall or the score area;
@@ -34,6 +35,26 @@ PLAYER_COLS = (140, 144)
 OPPONENT_COLS = (16, 20)
 PADDLE_HEIGHT = 16
 BALL_H, BALL_W = 4, 2
+
+# The score font, as the emulator draws it (read off real frames of every score 0-20 of
+# both sides; tests/test_score_slot.py checks it against play).
+DIGITS = {
+    0: ("###", "#.#", "#.#", "#.#", "###"),
+    1: (".#.", ".#.", ".#.", ".#.", ".#."),
+    2: ("###", "..#", "###", "#..", "###"),
+    3: ("###", "..#", ".##", "..#", "###"),
+    4: ("#.#", "#.#", "###", "..#", "..#"),
+    5: ("###", "#..", "###", "..#", "###"),
+    6: ("#..", "#..", "###", "#.#", "###"),
+    7: ("###", "..#", "..#", "..#", "..#"),
+    8: ("###", "#.#", "###", "#.#", "###"),
+    9: ("###", "#.#", "###", "..#", "..#"),
+}
+DIGIT_CELL = 4  # full-frame pixels per font cell, both ways
+DIGIT_TOP = 1
+UNITS_LEFT = {"opponent": 36, "player": 116}  # the units digit's left column
+TENS_SHIFT = 16  # the tens digit (none below 10) sits this many columns left of the units
+MAX_SCORE = 21  # a game ends when a side reaches it
 
 # RAM addresses and their offsets to full-frame pixels, calibrated on 8,000 frames of
 # TrackerPolicy play (2 seeds x 8 envs x 500 steps) by matching each object's exact
@@ -104,6 +125,19 @@ def geometry(height: int, width: int) -> Geometry:
         paddle_window=int(np.ceil(PADDLE_HEIGHT / row_scale)) + 1,
         ball_window=(int(np.ceil(BALL_H / row_scale)) + 1, int(np.ceil(BALL_W / col_scale)) + 1),
     )
+
+
+def score_ink(side: str, score: int) -> np.ndarray:
+    """(SCORE_ROWS[1], FULL_W) bool: the full-frame pixels of one side's score digits."""
+    ink = np.zeros((SCORE_ROWS[1], FULL_W), bool)
+    cell = np.ones((DIGIT_CELL, DIGIT_CELL), bool)
+    digits = [(score % 10, UNITS_LEFT[side])]
+    if score >= 10:
+        digits.append((score // 10, UNITS_LEFT[side] - TENS_SHIFT))
+    for digit, left in digits:
+        glyph = np.kron(np.array([[c == "#" for c in row] for row in DIGITS[digit]]), cell)
+        ink[DIGIT_TOP : DIGIT_TOP + glyph.shape[0], left : left + glyph.shape[1]] = glyph
+    return ink
 
 
 def _visible_centre(

@@ -23,6 +23,7 @@ from worldmodel.lit.common import (
 from worldmodel.lit.world_model_module import event_counts
 from worldmodel.models.delta_tokenizer import DeltaTokenizer
 from worldmodel.models.delta_world_model import DeltaWorldModel, DeltaWorldModelConfig
+from worldmodel.models.score_slot import NOBODY
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Steps:
     frames: torch.Tensor  # (B, T, H, W, 3) uint8
     actions: torch.Tensor  # (B, T) long, taken in each frame
     tokens: torch.Tensor  # (B, T, K) the next frame's, given the frame and action (0: none)
+    score_changes: torch.Tensor | None  # (B, T) with the score slot: who scored in it
     rewards: torch.Tensor  # (B, T) of each action
     ends: torch.Tensor  # (B, T) bool: the episode ended with the action
     steps: torch.Tensor  # (B, T) bool: the frame is in the episode (not padding)
@@ -55,7 +57,20 @@ class Steps:
                 context.flatten(0, 1), actions[:, :-1].flatten(), frames[:, 1:].flatten(0, 1)
             ).view(b, t - 1, -1)
         tokens *= next_frames[..., None]
-        return cls(frames, actions, tokens, batch.rewards, batch.terminated, mask, next_frames)
+        score_changes = None
+        if tokenizer.score is not None:  # the first token: predicted by the score head
+            score_changes = (tokens[..., 0] - tokenizer.cfg.score_ids).clamp(min=0)
+            tokens = tokens[..., 1:]
+        return cls(
+            frames,
+            actions,
+            tokens,
+            score_changes,
+            batch.rewards,
+            batch.terminated,
+            mask,
+            next_frames,
+        )
 
 
 class DeltaWorldModelModule(L.LightningModule):
@@ -85,7 +100,8 @@ class DeltaWorldModelModule(L.LightningModule):
         self.tokenizer = tokenizer.eval().requires_grad_(False)
         tok = tokenizer.cfg
         from_tokenizer = {
-            "tokens_per_frame": tok.frame_tokens,
+            "tokens_per_frame": tok.frame_tokens - tok.score_slot,
+            "score_change": tok.score_slot,
             "num_codes": tok.vocab_size,
             "num_actions": tok.num_actions,
             "resolution": tok.resolution,
@@ -107,19 +123,21 @@ class DeltaWorldModelModule(L.LightningModule):
 
     def losses(self, batch: Segments) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         s = Steps.of(batch, self.tokenizer)
-        out = self.world_model(s.frames, s.actions, s.tokens)
+        terms, out = self.world_model.loss(
+            s.frames,
+            s.actions,
+            s.tokens,
+            s.rewards,
+            s.ends,
+            s.steps,
+            s.next_frames,
+            s.score_changes,
+        )
         has_tokens = s.steps & s.next_frames
         token_logits, token_targets = out.token_logits[has_tokens], s.tokens[has_tokens]
         reward_logits = out.reward_logits[s.steps]
         reward_targets = (s.rewards.sign() + 1).long()[s.steps]
         end_logits, end_targets = out.end_logits[s.steps], s.ends.long()[s.steps]
-        terms = {
-            "tokens": torch.nn.functional.cross_entropy(
-                token_logits.flatten(0, 1), token_targets.flatten()
-            ),
-            "reward": torch.nn.functional.cross_entropy(reward_logits, reward_targets),
-            "end": torch.nn.functional.cross_entropy(end_logits, end_targets),
-        }
         hits = token_logits.argmax(-1) == token_targets
         predictions = {
             "token_accuracy": hits.float().mean(),
@@ -129,6 +147,9 @@ class DeltaWorldModelModule(L.LightningModule):
         }
         if self.tokenizer.ball is not None:  # the ball's column and row both right
             predictions["ball_accuracy"] = hits[:, :2].all(-1).float().mean()
+        if s.score_changes is not None:
+            scored = out.score_logits[has_tokens].argmax(-1)
+            predictions["score_counts"] = event_counts(scored, s.score_changes[has_tokens], NOBODY)
         return terms, predictions
 
     def training_step(self, batch: Segments, batch_idx: int) -> torch.Tensor | None:
@@ -147,7 +168,8 @@ class DeltaWorldModelModule(L.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._counts = {name: torch.zeros(3, device=self.device) for name in ("reward", "end")}
+        events = ("reward", "end") + ("score",) * (self.tokenizer.score is not None)
+        self._counts = {name: torch.zeros(3, device=self.device) for name in events}
 
     def validation_step(self, batch: Segments, batch_idx: int) -> None:
         terms, predictions = self.losses(batch)

@@ -20,6 +20,9 @@ the codes are left for what the context cannot tell (bounces, serves, the oppone
 With `ball_slot` the ball is not in the codes at all: a frame's tokens are the ball's
 position (two tokens, see `ball_slot.py`) and then the K codes of the frame with its ball
 erased; the decoder draws the frame without the ball and the ball is drawn over it.
+
+With `score_slot` a frame's first token says who scored since the frame before, and the
+score rows are drawn from the frame before and the digit font (see `score_slot.py`).
 """
 
 import math
@@ -33,6 +36,7 @@ from worldmodel.frames import to_float_frames
 from worldmodel.models.autoencoder import AutoencoderConfig, ResBlock, norm
 from worldmodel.models.ball_slot import COLUMNS, ROWS, BallSlot
 from worldmodel.models.quantizer import QuantizerOutput, VectorQuantizer
+from worldmodel.models.score_slot import CHANGES, NOBODY, ScoreSlot
 from worldmodel.models.tokenizer import TokenizerOutput
 
 
@@ -59,6 +63,8 @@ class DeltaTokenizerConfig:
     residual: bool = False
     # Pong's ball as two position tokens before the codes, drawn as the emulator draws it.
     ball_slot: bool = False
+    # Pong's score as a token first: who scored since the frame before (score_slot.py).
+    score_slot: bool = False
     cosine_codes: bool = True
     revive_dead_codes: bool = True
     dead_after_steps: int = 50
@@ -70,8 +76,9 @@ class DeltaTokenizerConfig:
             raise ValueError(
                 f"predicted_tolerance must be in [0, 1), got {self.predicted_tolerance}"
             )
-        if self.ball_slot and self.as_predicted:
-            raise ValueError("ball_slot and predicted_tolerance > 0 do not go together")
+        for slot in ("ball_slot", "score_slot"):
+            if getattr(self, slot) and self.as_predicted:
+                raise ValueError(f"{slot} and predicted_tolerance > 0 do not go together")
         grid = math.isqrt(self.tokens_per_frame)
         if grid * grid != self.tokens_per_frame:
             raise ValueError(f"tokens_per_frame must be a square, got {self.tokens_per_frame}")
@@ -97,15 +104,21 @@ class DeltaTokenizerConfig:
         return first, first + COLUMNS + 1
 
     @property
-    def vocab_size(self) -> int:
-        """Token ids: the codes, then "as predicted" or the ball's columns and rows (when
-        used)."""
+    def score_ids(self) -> int:
+        """The first id of the score change tokens."""
         return self.ball_ids[1] + (ROWS + 1 if self.ball_slot else -COLUMNS - 1)
 
     @property
+    def vocab_size(self) -> int:
+        """Token ids: the codes, then "as predicted" or the ball's columns and rows, then
+        the score changes (each when used)."""
+        return self.score_ids + CHANGES * self.score_slot
+
+    @property
     def frame_tokens(self) -> int:
-        """The tokens a frame is stored as: the ball's two (when used), then the K codes."""
-        return self.tokens_per_frame + 2 * self.ball_slot
+        """The tokens a frame is stored as: the score change, the ball's two (each when
+        used), then the K codes."""
+        return self.tokens_per_frame + 2 * self.ball_slot + self.score_slot
 
     @property
     def token_grid(self) -> int:
@@ -183,6 +196,7 @@ class DeltaTokenizer(nn.Module):
             nn.init.zeros_(self.decoder.net[-1].weight)
             nn.init.zeros_(self.decoder.net[-1].bias)
         self.ball = BallSlot(cfg.resolution) if cfg.ball_slot else None
+        self.score = ScoreSlot(cfg.resolution) if cfg.score_slot else None
         self.register_buffer("ball_first_ids", torch.tensor(cfg.ball_ids), persistent=False)
 
     # --- the token layout: K regions of the latent map, row by row -------------------------
@@ -209,6 +223,10 @@ class DeltaTokenizer(nn.Module):
         if x.shape[1] < c:
             x = torch.cat([x[:, :1].expand(-1, c - x.shape[1], -1, -1, -1), x], 1)
         return x[:, -c:].flatten(1, 2) * 2 - 1
+
+    def last_frame(self, previous: torch.Tensor) -> torch.Tensor:
+        """The frame just before (see `stack_context`) -> (B, 3, H, W) in [0, 1]."""
+        return (self.stack_context(previous)[:, -3:] + 1) / 2
 
     def _latents(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
@@ -256,26 +274,33 @@ class DeltaTokenizer(nn.Module):
         before (see `stack_context`); actions (B,) taken between."""
         if self.ball is None:
             quantized = self._quantize(previous, actions, frames)
-            return TokenizerOutput(self._draw(previous, actions, quantized.z_q), quantized)
-        _, cover = self._ball_cover(frames)
-        quantized = self._quantize(
-            previous, actions, self.ball.erase(to_float_frames(frames), cover)
-        )
-        drawn = self.ball.draw(self._draw(previous, actions, quantized.z_q), cover)
+            drawn = self._draw(previous, actions, quantized.z_q)
+        else:
+            _, cover = self._ball_cover(frames)
+            erased = self.ball.erase(to_float_frames(frames), cover)
+            quantized = self._quantize(previous, actions, erased)
+            drawn = self.ball.draw(self._draw(previous, actions, quantized.z_q), cover)
+        if self.score is not None:
+            last = self.last_frame(previous)
+            changes = self.score.change(last, to_float_frames(frames))
+            drawn = self.score.draw(last, drawn, changes)
         return TokenizerOutput(drawn, quantized)
 
     def _encode(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The tokens, and the as-predicted drawing the gate compared (None without it)."""
+        slots = []
+        if self.score is not None:
+            changes = self.score.change(self.last_frame(previous), to_float_frames(frames))
+            slots.append(changes[:, None] + self.cfg.score_ids)
         if self.ball is not None:
             ball, cover = self._ball_cover(frames)
-            erased = self.ball.erase(to_float_frames(frames), cover)
-            codes = self._quantize(previous, actions, erased).tokens
-            return torch.cat([ball + self.ball_first_ids, codes], 1), None
+            frames = self.ball.erase(to_float_frames(frames), cover)
+            slots.append(ball + self.ball_first_ids)
         tokens = self._quantize(previous, actions, frames).tokens
         if not self.cfg.as_predicted:
-            return tokens, None
+            return torch.cat([*slots, tokens], 1), None
         drawn = self.draw_as_predicted(previous, actions).clamp(0, 1)
         error = drawn - to_float_frames(frames)
         tokens[error.abs().flatten(1).amax(1) <= self.cfg.predicted_tolerance] = self.cfg.num_codes
@@ -285,9 +310,9 @@ class DeltaTokenizer(nn.Module):
     def encode(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> torch.Tensor:
-        """-> tokens (B, frame_tokens) long: with the ball slot the ball's column and row ids,
-        then the K codes; all K `num_codes` ("as predicted") for a frame the context alone
-        draws to within `predicted_tolerance`."""
+        """-> tokens (B, frame_tokens) long: the score change and the ball's column and row
+        ids (with their slots), then the K codes; all K `num_codes` ("as predicted") for a
+        frame the context alone draws to within `predicted_tolerance`."""
         return self._encode(previous, actions, frames)[0]
 
     @torch.no_grad()
@@ -295,8 +320,9 @@ class DeltaTokenizer(nn.Module):
         self, previous: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
     ) -> torch.Tensor:
         """Tokens (B, frame_tokens) -> frames (B, 3, H, W) in [0, 1]. A token out of its
-        place's range (a world model's slip) draws as the nearest code, or as no ball."""
-        ball, tokens = (
+        place's range (a world model's slip) draws as the nearest code, as no ball or as
+        nobody scoring."""
+        slots, tokens = (
             tokens[:, : -self.cfg.tokens_per_frame],
             tokens[:, -self.cfg.tokens_per_frame :],
         )
@@ -307,10 +333,14 @@ class DeltaTokenizer(nn.Module):
             z_q = torch.where(predicted, self.predicted_codes[None], z_q)
         drawn = self._draw(previous, actions, z_q)
         if self.ball is not None:
-            ball = ball - self.ball_first_ids
+            ball = slots[:, -2:] - self.ball_first_ids
             none = self.ball.none
             ball = torch.where(((ball < 0) | (ball >= none)).any(1, keepdim=True), none, ball)
             drawn = self.ball.draw(drawn, self.ball.cover(ball))
+        if self.score is not None:
+            changes = slots[:, 0] - self.cfg.score_ids
+            changes = torch.where((changes >= 0) & (changes < CHANGES), changes, NOBODY)
+            drawn = self.score.draw(self.last_frame(previous), drawn, changes)
         return drawn.clamp(0, 1)
 
     @property
@@ -353,7 +383,7 @@ def shuffled_token_ratio(
     ignores its tokens (it draws from the previous frame and the action alone)."""
     tokens = tokenizer.encode(previous, actions, frames)
     target = to_float_frames(frames)
-    last = (tokenizer.stack_context(previous)[:, -3:] + 1) / 2
+    last = tokenizer.last_frame(previous)
     changed = (target - last).abs().amax(1, keepdim=True) > 0.02
     own = tokenizer.decode(previous, actions, tokens)
     # Half a batch away: neighbouring pairs may be consecutive steps with near-equal tokens.

@@ -6,6 +6,11 @@
 K + 2 inputs a step (6 for K = 4) instead of IRIS's 17. From the action it predicts the
 next frame's first token, the reward and the episode end; from each token, the next token.
 `BlockLayout` owns where each input sits; nothing else spells it out.
+
+With the tokenizer's score slot, a frame's score change (who scored since the frame before)
+is predicted from the action too, beside the reward, and is not an input: the frame
+embedding shows the score, and no step spends a forward on a token that is nearly always
+"nobody".
 """
 
 from dataclasses import dataclass
@@ -16,13 +21,15 @@ from torch import nn
 
 from worldmodel.frames import to_float_frames
 from worldmodel.models.delta_tokenizer import DeltaTokenizerConfig, conv_stack
+from worldmodel.models.score_slot import CHANGES
 from worldmodel.models.transformer import KVCache, Transformer, TransformerConfig, init_gpt2_weights
 from worldmodel.models.world_model import gumbel_pick, head
 
 
 @dataclass
 class DeltaWorldModelConfig:
-    tokens_per_frame: int = 4
+    tokens_per_frame: int = 4  # the tokens of a frame read as inputs
+    score_change: bool = False  # predict the tokenizer's score change token from the action
     num_codes: int = 1024  # token ids: the tokenizer's vocab_size
     num_actions: int = 6
     max_frames: int = 26  # context length in steps (blocks)
@@ -76,6 +83,7 @@ class DeltaWorldModelOutput:
     token_logits: torch.Tensor  # (B, T, K, num_codes): the next frame's tokens, in order
     reward_logits: torch.Tensor  # (B, T, 3): reward sign -1, 0, +1 of each step's action
     end_logits: torch.Tensor  # (B, T, 2)
+    score_logits: torch.Tensor | None  # (B, T, CHANGES): who scored in the next frame
 
 
 class DeltaWorldModel(nn.Module):
@@ -99,6 +107,7 @@ class DeltaWorldModel(nn.Module):
         self.token_head = head(cfg.d_model, cfg.num_codes)
         self.reward_head = head(cfg.d_model, 3)
         self.end_head = head(cfg.d_model, 2)
+        self.score_head = head(cfg.d_model, CHANGES) if cfg.score_change else None
         init_gpt2_weights(self.transformer, cfg.n_layers)
         for table in (self.action_embed, self.token_embed):  # on the position embeddings' scale
             nn.init.normal_(table.weight, std=0.02)
@@ -140,6 +149,7 @@ class DeltaWorldModel(nn.Module):
             self.token_head(per_block[:, :, self.layout.predicts_token()]),
             self.reward_head(at_action),
             self.end_head(at_action),
+            None if self.score_head is None else self.score_head(at_action),
         )
 
     def forward(
@@ -156,19 +166,26 @@ class DeltaWorldModel(nn.Module):
         ends: torch.Tensor,
         steps: torch.Tensor,
         next_frames: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        """Cross-entropies. `steps` (B, T): the step's frame and action are in the episode
-        (reward and end are learned there: an episode's last step carries its end and often
-        its last point); `next_frames` (B, T): the frame after it is too (its tokens exist)."""
+        score_changes: torch.Tensor | None = None,
+    ) -> tuple[dict[str, torch.Tensor], DeltaWorldModelOutput]:
+        """Cross-entropies, and the output they come from. `steps` (B, T): the step's frame
+        and action are in the episode (reward and end are learned there: an episode's last
+        step carries its end and often its last point); `next_frames` (B, T): the frame
+        after it is too (its tokens and score change (B, T), with the score slot, exist)."""
         out = self(frames, actions, tokens)
         has_tokens = steps & next_frames
-        return {
+        terms = {
             "tokens": F.cross_entropy(
                 out.token_logits[has_tokens].flatten(0, 1), tokens[has_tokens].flatten()
             ),
             "reward": F.cross_entropy(out.reward_logits[steps], (rewards.sign() + 1).long()[steps]),
             "end": F.cross_entropy(out.end_logits[steps], ends.long()[steps]),
         }
+        if self.score_head is not None:
+            terms["score"] = F.cross_entropy(
+                out.score_logits[has_tokens], score_changes[has_tokens]
+            )
+        return terms, out
 
     def new_cache(self, batch: int, device: torch.device) -> KVCache:
         return KVCache(self.transformer_cfg, batch, device)
