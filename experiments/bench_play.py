@@ -104,10 +104,12 @@ def fps_baseline_delta(bundle, steps: int) -> float:
             )
             # The last block up to its action and the tokens so far (the rest is unread).
             h = wm.transformer(blocks[:, : blocks.shape[1] - k + j])
+            if j == 0:
+                at_action = h[:, -1]  # who scored is read off the action (the score head)
             logits = wm.token_head(h[:, -1])
             new[:, j] = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
         tokens.append(new)
-        frame = to_uint8_frames(tok.decode(recent, noop, new))
+        frame = to_uint8_frames(tok.decode(recent, noop, wm.drawn_tokens(at_action, new)))
         recent = torch.cat([recent[:, 1:], frame[:, None]], 1)
         embeddings.append(wm.embed_frames(frame))
     return steps / (time.perf_counter() - start)

@@ -22,13 +22,20 @@ IDLE = "tokenizer.quantizer.idle_steps"
 
 
 @pytest.mark.parametrize(
-    ("run", "kind", "token_metrics"),
+    ("run", "kind", "token_metrics", "world_model_metrics"),
     [
-        ("smoke_run", "delta", {"val/shuffled_token_ratio", "val/codebook_usage"}),
-        ("smoke_iris_run", "iris", {"val/codebook_usage", "val/token_id_usage"}),
+        (
+            "smoke_run",
+            "delta",
+            {"val/shuffled_token_ratio", "val/codebook_usage"},
+            {"val/ball_accuracy", "val/score_loss", "val/score_recall"},  # both slots
+        ),
+        ("smoke_iris_run", "iris", {"val/codebook_usage", "val/token_id_usage"}, set()),
     ],
 )
-def test_smoke_experiment_trains_both_stages_and_writes_a_bundle(request, run, kind, token_metrics):
+def test_smoke_experiment_trains_both_stages_and_writes_a_bundle(
+    request, run, kind, token_metrics, world_model_metrics
+):
     root = request.getfixturevalue(run)
     bundle_path = root / "bundle.ckpt"
     payload = torch.load(bundle_path, weights_only=True)  # plain tensors and dicts only
@@ -43,7 +50,7 @@ def test_smoke_experiment_trains_both_stages_and_writes_a_bundle(request, run, k
     header = (root / "tokenizer/version_0/metrics.csv").read_text().splitlines()[0]
     assert token_metrics <= set(header.split(","))
     world_model = (root / "world_model/version_0/metrics.csv").read_text().splitlines()[0]
-    assert {"val/loss", "val/reward_recall"} <= set(world_model.split(","))
+    assert {"val/loss", "val/reward_recall", *world_model_metrics} <= set(world_model.split(","))
     media = {p.name.split("_0")[0] for p in root.rglob("media/*.png")}
     assert {"val_reconstructions", "val_imagined_vs_real"} <= media
 

@@ -107,10 +107,7 @@ class DeltaGame(LearnedGame):
         tokens = torch.stack(tokens, 1)
         rewards = self.world_model.reward_head(h_action).argmax(-1) - 1
         ends = self.world_model.end_head(h_action).argmax(-1) == 1
-        drawn_from = tokens
-        if self.world_model.score_head is not None:
-            scored = self.world_model.score_head(h_action).argmax(-1) + self.tokenizer.cfg.score_ids
-            drawn_from = torch.cat([scored[:, None], tokens], 1)
+        drawn_from = self.world_model.drawn_tokens(h_action, tokens)
         frame = to_uint8_frames(self._decode(self.recent, actions, drawn_from))
         self.recent = torch.cat([self.recent[:, 1:], frame[:, None]], 1)
         embedding = self._embed(frame)

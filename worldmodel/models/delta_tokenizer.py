@@ -111,7 +111,8 @@ class DeltaTokenizerConfig:
     @property
     def vocab_size(self) -> int:
         """Token ids: the codes, then "as predicted" or the ball's columns and rows, then
-        the score changes (each when used)."""
+        the score changes (each when used; the world model draws on the score changes being
+        the last)."""
         return self.score_ids + CHANGES * self.score_slot
 
     @property

@@ -187,6 +187,15 @@ class DeltaWorldModel(nn.Module):
             )
         return terms, out
 
+    def drawn_tokens(self, at_action: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """A dreamed frame's sampled tokens (B, K) -> the tokens the tokenizer draws it from:
+        with the score slot, who scored first (the score head's pick from the action's hidden
+        state (B, D); the score change ids are the vocabulary's last)."""
+        if self.score_head is None:
+            return tokens
+        scored = self.score_head(at_action).argmax(-1) + self.cfg.num_codes - CHANGES
+        return torch.cat([scored[:, None], tokens], 1)
+
     def new_cache(self, batch: int, device: torch.device) -> KVCache:
         return KVCache(self.transformer_cfg, batch, device)
 
