@@ -109,7 +109,8 @@ def fps_baseline_delta(bundle, steps: int) -> float:
             logits = wm.token_head(h[:, -1])
             new[:, j] = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
         tokens.append(new)
-        frame = to_uint8_frames(tok.decode(recent, noop, wm.drawn_tokens(at_action, new)))
+        drawn_from = tok.with_score(wm.score_changes(at_action), new)
+        frame = to_uint8_frames(tok.decode(recent, noop, drawn_from))
         recent = torch.cat([recent[:, 1:], frame[:, None]], 1)
         embeddings.append(wm.embed_frames(frame))
     return steps / (time.perf_counter() - start)

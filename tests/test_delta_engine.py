@@ -31,6 +31,16 @@ def as_predicted_models(seed: int = 0) -> tuple[DeltaTokenizer, DeltaWorldModel]
     return DeltaTokenizer(cfg).eval(), world_model.eval()
 
 
+def slot_models(seed: int = 0) -> tuple[DeltaTokenizer, DeltaWorldModel]:
+    """With the ball and score slots (the score change predicted by the world model's head)."""
+    torch.manual_seed(seed)
+    tokenizer = DeltaTokenizer(
+        DeltaTokenizerConfig(**TOKENIZER, ball_slot=True, score_slot=True)
+    ).eval()
+    sizes = {"num_codes": tokenizer.cfg.vocab_size, "tokens_per_frame": 6, "score_change": True}
+    return tokenizer, DeltaWorldModel(DeltaWorldModelConfig(**{**WORLD_MODEL, **sizes})).eval()
+
+
 def context(b: int = 2, c: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     frames = torch.randint(0, 256, (b, c, 64, 64, 3), dtype=torch.uint8, generator=g)
@@ -72,8 +82,9 @@ def test_cached_greedy_generation_is_what_the_whole_sequence_says_past_the_windo
 
 
 def test_every_input_width_compiles_in_the_background_never_in_the_step():
-    game = LearnedGame(*models(), greedy=True, compile=True, compile_in_background=True)
-    eager = LearnedGame(*models(), greedy=True)
+    # (with both slots: their drawing is compiled into the decode too)
+    game = LearnedGame(*slot_models(), greedy=True, compile=True, compile_in_background=True)
+    eager = LearnedGame(*slot_models(), greedy=True)
     frames, actions = context(b=1)
     for g in (game, eager):
         g.reset(frames, actions)

@@ -12,15 +12,19 @@ from worldmodel.data.datamodule import FrameEncoder
 from worldmodel.data.episode import Episode
 from worldmodel.lit.delta_world_model_module import Steps
 from worldmodel.models.delta_tokenizer import DeltaTokenizer, DeltaTokenizerConfig
+from worldmodel.models.score_slot import NOBODY
 
 from .batches import segments
 from .cli import assert_ok, run_module
 
 
-def test_tokens_the_data_pipeline_stores_are_the_ones_the_module_would_make():
+@pytest.mark.parametrize("slots", [{}, {"ball_slot": True, "score_slot": True}])
+def test_tokens_the_data_pipeline_stores_are_the_ones_the_module_would_make(slots):
     torch.manual_seed(0)
     tokenizer = DeltaTokenizer(
-        DeltaTokenizerConfig(channels=4, latent_channels=8, context_channels=4, num_codes=32)
+        DeltaTokenizerConfig(
+            channels=4, latent_channels=8, context_channels=4, num_codes=32, **slots
+        )
     ).eval()
     rng = np.random.default_rng(0)
     t = 6
@@ -44,6 +48,13 @@ def test_tokens_the_data_pipeline_stores_are_the_ones_the_module_would_make():
     assert torch.equal(made.tokens, cached.tokens)
     assert made.next_frames[0].tolist() == [True] * (t - 1) + [False]
     assert made.tokens[0, -1].eq(0).all()
+    # With the score slot, who scored is split off the tokens the world model reads.
+    assert made.tokens.shape[-1] == tokenizer.cfg.input_tokens
+    if slots:
+        assert torch.equal(made.score_changes, cached.score_changes)
+        assert made.score_changes.eq(NOBODY).all()  # noise frames: no score to read
+    else:
+        assert made.score_changes is None
 
 
 def test_a_delta_world_model_run_resumes_at_its_step(tmp_path, smoke_run):

@@ -3,6 +3,8 @@ score is read off real 64x64 frames as the RAM has it, the score rows are drawn 
 the frame before and who scored, and the tokenizer and the learned game carry the score as
 that one token."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -74,10 +76,11 @@ def test_a_score_is_read_as_the_ram_has_it_and_drawn_back_from_the_frame_before(
     decoded = torch.rand_like(current)  # what a decoder drew: anything
     drawn, rows = slot.draw(previous, decoded, changes), slot.rows
     error = (drawn[:, :, :rows] - current[:, :, :rows]).abs().flatten(1).amax(1)
-    readable_before = torch.from_numpy(readable[:, :-1].reshape(-1))
-    in_episode = torch.from_numpy(readable[:, 1:].reshape(-1))  # not a new episode's first
-    assert (error[readable_before & in_episode] <= 1 / 255).all()  # exact, to uint8 rounding
-    assert torch.equal(drawn[~readable_before], decoded[~readable_before])
+    # Exact to uint8 rounding, also 0:0 after an episode's first frame (which cannot be read),
+    # except in a new episode's first frame (drawn here from the last of the episode before).
+    opening = torch.from_numpy(~readable[:, :-1].reshape(-1))
+    in_episode = torch.from_numpy(readable[:, 1:].reshape(-1))
+    assert opening.sum() >= 2 and (error[in_episode] <= 1 / 255).all()
     assert torch.equal(drawn[:, :, rows:], decoded[:, :, rows:])
 
 
@@ -92,6 +95,12 @@ def test_the_tokenizer_carries_who_scored_as_its_first_token(play):
     slot = model.score
     expected = slot.change(to_float_frames(previous), to_float_frames(following))
     assert torch.equal(tokens[:, 0] - cfg.score_ids, expected) and (expected == OPPONENT).any()
+    # The ball still comes from tokens 1-2: without them only the ball's pixels change.
+    no_ball = tokens.clone()
+    no_ball[:, 1:3] = model.ball_first_ids + model.ball.none
+    moved = model.decode(previous, actions, tokens) - model.decode(previous, actions, no_ball)
+    where = model.ball.cover(tokens[:, 1:3] - model.ball_first_ids)[:, 0] > 0
+    assert moved.abs().amax(1).gt(1e-6).le(where).all() and moved.abs().sum() > 0
     # Who scored is all the score rows draw from: "the player scored" adds the player's point.
     readable = (slot.read(to_float_frames(previous)) >= 0).all(1)
     nobody, player = tokens.clone(), tokens.clone()
@@ -114,7 +123,8 @@ def test_a_score_slot_with_as_predicted_frames_is_refused():
         DeltaTokenizerConfig(**TINY, score_slot=True, predicted_tolerance=0.25)
 
 
-def test_the_learned_game_scores_when_its_score_head_says_so(play):
+@pytest.mark.parametrize("start", ["mid_game", "episode_start"])
+def test_the_learned_game_scores_when_its_score_head_says_so(play, spec, start):
     torch.manual_seed(0)
     tokenizer = DeltaTokenizer(DeltaTokenizerConfig(**TINY, score_slot=True)).eval()
     cfg = DeltaWorldModelConfig(
@@ -128,10 +138,17 @@ def test_the_learned_game_scores_when_its_score_head_says_so(play):
         frame_channels=4,
     )
     world_model = DeltaWorldModel(cfg).eval()
-    frames = torch.from_numpy(play["frames"][0, 200:203])[None]  # a readable score
     slot = tokenizer.score
-    start = slot.read(to_float_frames(frames[:, -1]))
-    assert (start >= 0).all()
+    if start == "mid_game":
+        frames = torch.from_numpy(play["frames"][0, 200:203])[None]  # a readable score
+        first = slot.read(to_float_frames(frames[:, -1]))
+        assert (first >= 0).all()
+    else:  # as play starts: from the reset frame, whose score cannot be read; then 0:0
+        envs = AtariBatch(spec, 1, 0)
+        frames = torch.from_numpy(envs.reset())[:, None].expand(-1, 3, -1, -1, -1)
+        envs.close()
+        assert (slot.read(to_float_frames(frames[:, -1])) == -1).all()
+        first = torch.zeros(1, 2, dtype=torch.long)
     for who, gained in ((NOBODY, (0, 0)), (PLAYER, (0, 1)), (OPPONENT, (1, 0))):
         with torch.no_grad():  # the head's bias decides who scores
             world_model.score_head[-1].bias.copy_(torch.full((3,), -1e3))
@@ -141,6 +158,20 @@ def test_the_learned_game_scores_when_its_score_head_says_so(play):
         for step in range(1, 6):  # through a window slide (max_frames 4)
             frame, *_ = game.step(torch.zeros(1, dtype=torch.long))
             score = slot.read(to_float_frames(frame))
-            expected = (start + step * torch.tensor(gained)).clamp(max=MAX_SCORE)
+            # (from the reset frame the first step draws 0:0 whole, then the points)
+            points = step - (start == "episode_start")
+            expected = (first + points * torch.tensor(gained)).clamp(max=MAX_SCORE)
             assert torch.equal(score, expected), (who, step)
         assert game.tokens.shape[-1] == 4  # the score change is no input
+
+
+def test_a_score_slot_without_a_score_head_is_refused():
+    tokenizer = DeltaTokenizer(DeltaTokenizerConfig(**TINY, score_slot=True)).eval()
+    cfg = DeltaWorldModelConfig(num_codes=tokenizer.cfg.vocab_size, max_frames=4, d_model=32)
+    with pytest.raises(ValueError, match="score slot"):
+        DeltaGame(tokenizer, DeltaWorldModel(cfg))
+    with pytest.raises(ValueError, match="score changes"):
+        scored = DeltaWorldModel(dataclasses.replace(cfg, score_change=True))
+        frames = torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8)
+        no = torch.zeros(1, 2, dtype=torch.bool)
+        scored.loss(frames, no.long(), torch.zeros(1, 2, 4).long(), no.float(), no, ~no, ~no)

@@ -25,6 +25,12 @@ class DeltaGame(LearnedGame):
             raise ValueError(
                 "speculative generation is for IRIS tokens; Delta tokens go one by one"
             )
+        slot, head = tokenizer.cfg.score_slot, world_model.cfg.score_change
+        if slot != head:
+            raise ValueError(
+                "the tokenizer's score slot and the world model's score head go together "
+                f"(score_slot={slot}, score_change={head})"
+            )
         super().__init__(tokenizer, world_model, **options)
         self._embed = CompiledOrEager(
             world_model.embed_frames,
@@ -54,8 +60,8 @@ class DeltaGame(LearnedGame):
         context = windows(frames, self.tokenizer.cfg.context_frames)  # (B, c, n, H, W, 3)
         if c > 1:
             pairs = (context[:, :-1].flatten(0, 1), actions.flatten(), frames[:, 1:].flatten(0, 1))
-            tokens = self.tokenizer.encode(*pairs).view(b, c - 1, -1)
-            self.tokens = tokens[..., -k:]  # without the score change: not an input
+            _, self.tokens = self.tokenizer.split_score(self.tokenizer.encode(*pairs))
+            self.tokens = self.tokens.view(b, c - 1, k)
         self.embeddings = self.world_model.embed_frames(frames)
         self.actions, self.recent = actions, context[:, -1]
         self.cache = self.world_model.new_cache(b, self.device)
@@ -107,7 +113,7 @@ class DeltaGame(LearnedGame):
         tokens = torch.stack(tokens, 1)
         rewards = self.world_model.reward_head(h_action).argmax(-1) - 1
         ends = self.world_model.end_head(h_action).argmax(-1) == 1
-        drawn_from = self.world_model.drawn_tokens(h_action, tokens)
+        drawn_from = self.tokenizer.with_score(self.world_model.score_changes(h_action), tokens)
         frame = to_uint8_frames(self._decode(self.recent, actions, drawn_from))
         self.recent = torch.cat([self.recent[:, 1:], frame[:, None]], 1)
         embedding = self._embed(frame)

@@ -36,8 +36,8 @@ OPPONENT_COLS = (16, 20)
 PADDLE_HEIGHT = 16
 BALL_H, BALL_W = 4, 2
 
-# The score font, as the emulator draws it (read off real frames of every score 0-20 of
-# both sides; tests/test_score_slot.py checks it against play).
+# The score font, as the emulator draws it (read off real frames of the opponent's scores
+# 0-20 and the player's 0-13; tests/test_score_slot.py checks it against play).
 DIGITS = {
     0: ("###", "#.#", "#.#", "#.#", "###"),
     1: (".#.", ".#.", ".#.", ".#.", ".#."),
@@ -55,6 +55,7 @@ DIGIT_TOP = 1
 UNITS_LEFT = {"opponent": 36, "player": 116}  # the units digit's left column
 TENS_SHIFT = 16  # the tens digit (none below 10) sits this many columns left of the units
 MAX_SCORE = 21  # a game ends when a side reaches it
+HMOVE_BAR = (0, slice(0, 8))  # the black bar's full-frame pixels (row 0, columns 0-7)
 
 # RAM addresses and their offsets to full-frame pixels, calibrated on 8,000 frames of
 # TrackerPolicy play (2 seeds x 8 envs x 500 steps) by matching each object's exact
@@ -125,6 +126,16 @@ def geometry(height: int, width: int) -> Geometry:
         paddle_window=int(np.ceil(PADDLE_HEIGHT / row_scale)) + 1,
         ball_window=(int(np.ceil(BALL_H / row_scale)) + 1, int(np.ceil(BALL_W / col_scale)) + 1),
     )
+
+
+def score_rows(opponent: int, player: int) -> np.ndarray:
+    """(SCORE_ROWS[1], FULL_W, 3) float32: the full-frame rows above the top wall showing
+    this score, as the emulator draws them (after an episode's first frame)."""
+    rows = np.broadcast_to(BACKGROUND, (SCORE_ROWS[1], FULL_W, 3)).copy()
+    rows[HMOVE_BAR] = 0
+    rows[score_ink("opponent", opponent)] = OPPONENT_COLOUR
+    rows[score_ink("player", player)] = PLAYER_COLOUR
+    return rows
 
 
 def score_ink(side: str, score: int) -> np.ndarray:

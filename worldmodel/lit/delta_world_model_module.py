@@ -57,10 +57,7 @@ class Steps:
                 context.flatten(0, 1), actions[:, :-1].flatten(), frames[:, 1:].flatten(0, 1)
             ).view(b, t - 1, -1)
         tokens *= next_frames[..., None]
-        score_changes = None
-        if tokenizer.score is not None:  # the first token: predicted by the score head
-            score_changes = (tokens[..., 0] - tokenizer.cfg.score_ids).clamp(min=0)
-            tokens = tokens[..., 1:]
+        score_changes, tokens = tokenizer.split_score(tokens)  # who scored: the score head's
         return cls(
             frames,
             actions,
@@ -100,7 +97,7 @@ class DeltaWorldModelModule(L.LightningModule):
         self.tokenizer = tokenizer.eval().requires_grad_(False)
         tok = tokenizer.cfg
         from_tokenizer = {
-            "tokens_per_frame": tok.frame_tokens - tok.score_slot,
+            "tokens_per_frame": tok.input_tokens,
             "score_change": tok.score_slot,
             "num_codes": tok.vocab_size,
             "num_actions": tok.num_actions,

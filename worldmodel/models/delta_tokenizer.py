@@ -111,8 +111,7 @@ class DeltaTokenizerConfig:
     @property
     def vocab_size(self) -> int:
         """Token ids: the codes, then "as predicted" or the ball's columns and rows, then
-        the score changes (each when used; the world model draws on the score changes being
-        the last)."""
+        the score changes (each when used)."""
         return self.score_ids + CHANGES * self.score_slot
 
     @property
@@ -120,6 +119,12 @@ class DeltaTokenizerConfig:
         """The tokens a frame is stored as: the score change, the ball's two (each when
         used), then the K codes."""
         return self.tokens_per_frame + 2 * self.ball_slot + self.score_slot
+
+    @property
+    def input_tokens(self) -> int:
+        """The tokens of a frame a world model reads: all but the score change (predicted
+        beside the reward)."""
+        return self.frame_tokens - self.score_slot
 
     @property
     def token_grid(self) -> int:
@@ -263,45 +268,56 @@ class DeltaTokenizer(nn.Module):
         codes = self.predicted_codes[None].expand(len(actions), -1, -1, -1)
         return self._draw(previous, actions, codes)
 
-    def _ball_cover(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 frames -> their ball positions (B, 2) and the ball's cover (B, 1, H, W)."""
-        ball = self.ball.locate(frames)
-        return ball, self.ball.cover(ball)
+    def _slots(
+        self, previous: torch.Tensor, frames: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames -> their slots' tokens (B, frame_tokens - K): who scored, then the ball's
+        column and row (each with its slot); and the frames the codes are made of (without
+        the ball)."""
+        slots = [torch.zeros(len(frames), 0, dtype=torch.long, device=frames.device)]
+        if self.score is not None:
+            changes = self.score.change(self.last_frame(previous), to_float_frames(frames))
+            slots.append(changes[:, None] + self.cfg.score_ids)
+        if self.ball is not None:
+            ball = self.ball.locate(frames)
+            frames = self.ball.erase(to_float_frames(frames), self.ball.cover(ball))
+            slots.append(ball + self.ball_first_ids)
+        return torch.cat(slots, 1), frames
+
+    def _draw_slots(
+        self, previous: torch.Tensor, drawn: torch.Tensor, slots: torch.Tensor
+    ) -> torch.Tensor:
+        """The decoder's drawing (B, 3, H, W) with the slots' objects drawn over it; a token
+        out of its place's range (a world model's slip) draws as no ball or nobody scoring."""
+        if self.ball is not None:
+            ball = slots[:, -2:] - self.ball_first_ids
+            none = self.ball.none
+            ball = torch.where(((ball < 0) | (ball >= none)).any(1, keepdim=True), none, ball)
+            drawn = self.ball.draw(drawn, self.ball.cover(ball))
+        if self.score is not None:
+            changes = slots[:, 0] - self.cfg.score_ids
+            changes = torch.where((changes >= 0) & (changes < CHANGES), changes, NOBODY)
+            drawn = self.score.draw(self.last_frame(previous), drawn, changes)
+        return drawn
 
     def forward(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> TokenizerOutput:
         """Frames (B, H, W, 3) uint8 or (B, 3, H, W) in [0, 1]; `previous` the frame(s)
         before (see `stack_context`); actions (B,) taken between."""
-        if self.ball is None:
-            quantized = self._quantize(previous, actions, frames)
-            drawn = self._draw(previous, actions, quantized.z_q)
-        else:
-            _, cover = self._ball_cover(frames)
-            erased = self.ball.erase(to_float_frames(frames), cover)
-            quantized = self._quantize(previous, actions, erased)
-            drawn = self.ball.draw(self._draw(previous, actions, quantized.z_q), cover)
-        if self.score is not None:
-            last = self.last_frame(previous)
-            changes = self.score.change(last, to_float_frames(frames))
-            drawn = self.score.draw(last, drawn, changes)
+        slots, coded = self._slots(previous, frames)
+        quantized = self._quantize(previous, actions, coded)
+        drawn = self._draw_slots(previous, self._draw(previous, actions, quantized.z_q), slots)
         return TokenizerOutput(drawn, quantized)
 
     def _encode(
         self, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The tokens, and the as-predicted drawing the gate compared (None without it)."""
-        slots = []
-        if self.score is not None:
-            changes = self.score.change(self.last_frame(previous), to_float_frames(frames))
-            slots.append(changes[:, None] + self.cfg.score_ids)
-        if self.ball is not None:
-            ball, cover = self._ball_cover(frames)
-            frames = self.ball.erase(to_float_frames(frames), cover)
-            slots.append(ball + self.ball_first_ids)
-        tokens = self._quantize(previous, actions, frames).tokens
+        slots, coded = self._slots(previous, frames)
+        tokens = self._quantize(previous, actions, coded).tokens
         if not self.cfg.as_predicted:
-            return torch.cat([*slots, tokens], 1), None
+            return torch.cat([slots, tokens], 1), None
         drawn = self.draw_as_predicted(previous, actions).clamp(0, 1)
         error = drawn - to_float_frames(frames)
         tokens[error.abs().flatten(1).amax(1) <= self.cfg.predicted_tolerance] = self.cfg.num_codes
@@ -332,17 +348,21 @@ class DeltaTokenizer(nn.Module):
         if self.cfg.as_predicted:
             predicted = (tokens == self.cfg.num_codes)[:, None, None]  # (B, 1, 1, K)
             z_q = torch.where(predicted, self.predicted_codes[None], z_q)
-        drawn = self._draw(previous, actions, z_q)
-        if self.ball is not None:
-            ball = slots[:, -2:] - self.ball_first_ids
-            none = self.ball.none
-            ball = torch.where(((ball < 0) | (ball >= none)).any(1, keepdim=True), none, ball)
-            drawn = self.ball.draw(drawn, self.ball.cover(ball))
-        if self.score is not None:
-            changes = slots[:, 0] - self.cfg.score_ids
-            changes = torch.where((changes >= 0) & (changes < CHANGES), changes, NOBODY)
-            drawn = self.score.draw(self.last_frame(previous), drawn, changes)
-        return drawn.clamp(0, 1)
+        return self._draw_slots(previous, self._draw(previous, actions, z_q), slots).clamp(0, 1)
+
+    def split_score(self, tokens: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Frames' tokens (..., frame_tokens) -> who scored (...) as change ids (None without
+        the score slot; padding, token 0, reads as nobody) and the tokens a world model reads."""
+        if self.score is None:
+            return None, tokens
+        return (tokens[..., 0] - self.cfg.score_ids).clamp(min=0), tokens[..., 1:]
+
+    def with_score(self, changes: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+        """split_score's inverse: change ids (B,) (None without the slot) and the tokens a
+        world model reads (B, n) -> the frame's tokens (B, frame_tokens)."""
+        if changes is None:
+            return tokens
+        return torch.cat([(changes + self.cfg.score_ids)[:, None], tokens], 1)
 
     @property
     def context_frames(self) -> int:
@@ -379,16 +399,19 @@ class DeltaTokenizer(nn.Module):
 def shuffled_token_ratio(
     tokenizer: DeltaTokenizer, previous: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor
 ) -> float:
-    """The squared error with each frame's tokens swapped for another frame's of the batch,
-    over the squared error with its own, on the pixels that changed. 1.0: the decoder
-    ignores its tokens (it draws from the previous frame and the action alone)."""
+    """The squared error with each frame's codes swapped for another frame's of the batch,
+    over the squared error with its own, on the pixels that changed (the slots' tokens stay:
+    they do not reach the decoder). 1.0: the decoder ignores its codes (it draws from the
+    previous frame and the action alone)."""
     tokens = tokenizer.encode(previous, actions, frames)
     target = to_float_frames(frames)
     last = tokenizer.last_frame(previous)
     changed = (target - last).abs().amax(1, keepdim=True) > 0.02
     own = tokenizer.decode(previous, actions, tokens)
     # Half a batch away: neighbouring pairs may be consecutive steps with near-equal tokens.
-    other = tokenizer.decode(previous, actions, tokens.roll(max(len(tokens) // 2, 1), 0))
+    k, shuffled = tokenizer.cfg.tokens_per_frame, tokens.clone()
+    shuffled[:, -k:] = tokens[:, -k:].roll(max(len(tokens) // 2, 1), 0)
+    other = tokenizer.decode(previous, actions, shuffled)
 
     def error(x: torch.Tensor) -> torch.Tensor:
         return ((x - target).pow(2) * changed).sum()

@@ -182,19 +182,17 @@ class DeltaWorldModel(nn.Module):
             "end": F.cross_entropy(out.end_logits[steps], ends.long()[steps]),
         }
         if self.score_head is not None:
+            if score_changes is None:
+                raise ValueError("a world model with a score head needs the score changes")
             terms["score"] = F.cross_entropy(
                 out.score_logits[has_tokens], score_changes[has_tokens]
             )
         return terms, out
 
-    def drawn_tokens(self, at_action: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """A dreamed frame's sampled tokens (B, K) -> the tokens the tokenizer draws it from:
-        with the score slot, who scored first (the score head's pick from the action's hidden
-        state (B, D); the score change ids are the vocabulary's last)."""
-        if self.score_head is None:
-            return tokens
-        scored = self.score_head(at_action).argmax(-1) + self.cfg.num_codes - CHANGES
-        return torch.cat([scored[:, None], tokens], 1)
+    def score_changes(self, at_action: torch.Tensor) -> torch.Tensor | None:
+        """Generation: who scored in the next frame (B,) change ids, from the action's hidden
+        state (B, D), picked as the reward and the end are (None without the score head)."""
+        return None if self.score_head is None else self.score_head(at_action).argmax(-1)
 
     def new_cache(self, batch: int, device: torch.device) -> KVCache:
         return KVCache(self.transformer_cfg, batch, device)

@@ -11,8 +11,8 @@ The rows above the top wall hold nothing but the two scores (and the HMOVE bar, 
 changes), so a frame's score rows are the frame before's plus the ink of the digits that
 changed: `previous + ink * (cover[new] - cover[old])`, exactly, with `cover` each score's
 digits as the area resize shrinks them. A score is read by matching the rows' ink of each
-side's colour to those covers; a frame whose score cannot be read (an episode's first frame
-has another palette) keeps the decoder's drawing.
+side's colour to those covers. Only an episode's first frame cannot be read (another
+palette); the frame after it shows 0:0, drawn whole.
 """
 
 import numpy as np
@@ -29,6 +29,7 @@ from worldmodel.envs.pong_screen import (
     SCORE_ROWS,
     geometry,
     score_ink,
+    score_rows,
 )
 from worldmodel.envs.resize import area_weights
 
@@ -50,32 +51,33 @@ class ScoreSlot(nn.Module):
         self.rows = geometry(resolution, resolution).score_rows
         row_weights = area_weights(FULL_H, resolution)[: self.rows, : SCORE_ROWS[1]]
         col_weights = area_weights(FULL_W, resolution)
-        cover = np.stack(
-            [
-                [
-                    row_weights @ score_ink(side, score) @ col_weights.T
-                    for score in range(MAX_SCORE + 1)
-                ]
-                for side in SIDES
-            ]
+
+        def shrink(full: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(row_weights @ full @ col_weights.T).float()
+
+        cover = torch.stack(
+            [torch.stack([shrink(score_ink(s, n)) for n in range(MAX_SCORE + 1)]) for s in SIDES]
         )  # (2, scores, h, W)
-        colours = np.stack([OPPONENT_COLOUR, PLAYER_COLOUR])
-        ink = torch.from_numpy((colours - BACKGROUND) / 255).float()  # (2, 3)
-        self.register_buffer("cover", torch.from_numpy(cover).float(), persistent=False)
-        self.register_buffer("digit_columns", torch.from_numpy(cover.any((1, 2))), persistent=False)
-        self.register_buffer("ink", ink, persistent=False)
-        self.register_buffer(
-            "background", torch.from_numpy(BACKGROUND / 255).float().view(3, 1, 1), persistent=False
-        )
+        first = torch.stack([shrink(score_rows(0, 0)[..., c]) for c in range(3)]) / 255
+        ink = torch.from_numpy((np.stack([OPPONENT_COLOUR, PLAYER_COLOUR]) - BACKGROUND) / 255)
+        buffers = {
+            "cover": cover,
+            "digit_columns": (cover > 0).any(1).any(1)[:, None],  # (2, 1, W) each side's own
+            "ink": ink.float()[:, :, None, None],  # (2, 3, 1, 1)
+            "background": torch.from_numpy(BACKGROUND / 255).float().view(3, 1, 1),
+            "opening_rows": first,  # (3, h, W): 0:0, the frame after an episode's first
+            "sides": torch.arange(len(SIDES)),
+        }
+        for name, value in buffers.items():
+            self.register_buffer(name, value, persistent=False)
 
     def read(self, frames: torch.Tensor) -> torch.Tensor:
         """The scores shown in frames (B, 3, H, W) -> (B, 2)."""
-        top = frames[:, :, : self.rows] - self.background
-        # Each pixel's ink of each side's colour, as a share of a whole digit pixel.
-        amount = (
-            torch.einsum("bchw,sc->bshw", top, self.ink) / self.ink.pow(2).sum(1)[:, None, None]
-        )
-        amount = amount * self.digit_columns[:, None]  # (B, 2, h, W): each side's own columns
+        top = (frames[:, :, : self.rows] - self.background)[:, None]  # (B, 1, 3, h, W)
+        # Each pixel's ink of each side's colour, as a share of a whole digit pixel (sums,
+        # not einsum: under autocast a bf16 product would be off by more than uint8 rounding).
+        amount = (top * self.ink).sum(2) / self.ink.pow(2).sum(1)  # (B, 2, h, W)
+        amount = amount * self.digit_columns
         off = (amount[:, :, None] - self.cover[None]).abs().amax((3, 4))  # (B, 2, scores)
         distance, scores = off.min(2)
         return torch.where(distance <= READ_TOLERANCE, scores, -1)
@@ -84,25 +86,23 @@ class ScoreSlot(nn.Module):
         """Who scored between `previous` and `frames` (B, 3, H, W) -> (B,) change ids; NOBODY
         also where a score cannot be read or moved otherwise than by one point."""
         before, after = self.read(previous), self.read(frames)
-        readable = ((before >= 0) & (after >= 0)).all(1)
-        gained = torch.where(readable[:, None], after - before, 0)
-        changes = torch.full_like(gained[:, 0], NOBODY)
-        changes[(gained[:, 0] == 1) & (gained[:, 1] == 0)] = OPPONENT
-        changes[(gained[:, 0] == 0) & (gained[:, 1] == 1)] = PLAYER
-        return changes
+        gained = torch.where(((before >= 0) & (after >= 0)).all(1, keepdim=True), after - before, 0)
+        opponent = (gained[:, 0] == 1) & (gained[:, 1] == 0)
+        player = (gained[:, 0] == 0) & (gained[:, 1] == 1)
+        return torch.where(opponent, OPPONENT, torch.where(player, PLAYER, NOBODY))
 
     def draw(
         self, previous: torch.Tensor, frames: torch.Tensor, changes: torch.Tensor
     ) -> torch.Tensor:
         """Frames (B, 3, H, W) with their score rows those of `previous` plus the point of
-        `changes` (B,) (a score stays at MAX_SCORE); unchanged where `previous` cannot be read."""
+        `changes` (B,) (a score stays at MAX_SCORE); 0:0 after a frame that cannot be read
+        (an episode's first)."""
         old = self.read(previous)
         readable = (old >= 0).all(1)
         old = old.clamp(min=0)
         scored = torch.stack([changes == OPPONENT, changes == PLAYER], 1)
         new = (old + scored.long()).clamp(max=MAX_SCORE)
-        sides = torch.arange(len(SIDES), device=old.device)
-        gained = self.cover[sides, new] - self.cover[sides, old]  # (B, 2, h, W)
-        top = previous[:, :, : self.rows] + torch.einsum("bshw,sc->bchw", gained, self.ink)
-        top = torch.where(readable[:, None, None, None], top, frames[:, :, : self.rows])
+        gained = self.cover[self.sides, new] - self.cover[self.sides, old]  # (B, 2, h, W)
+        top = previous[:, :, : self.rows] + (gained[:, :, None] * self.ink).sum(1)
+        top = torch.where(readable[:, None, None, None], top, self.opening_rows)
         return torch.cat([top, frames[:, :, self.rows :]], 2)
