@@ -1,3 +1,4 @@
+import json
 import signal
 import subprocess
 import sys
@@ -61,6 +62,21 @@ def test_a_run_killed_mid_way_resumes_from_its_last_checkpoint_at_the_configured
     assert final["global_step"] == killed_at + 6  # continued, not restarted
     assert final["optimizer_states"][0]["state"]  # with the optimizer's moments
     assert final["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-4  # and the new rate
+    # The record keeps the killed segment (up to its checkpoint) and adds the resumed one.
+    info_path = run_dir / "tokenizer" / "train_info.json"
+    info = json.loads(info_path.read_text())
+    killed, resumed_segment = info["segments"]
+    assert (killed["from_step"], killed["to_step"]) == (0, killed_at)
+    assert (resumed_segment["from_step"], resumed_segment["to_step"]) == (killed_at, killed_at + 6)
+    assert "ckpt_path=last" in resumed_segment["command"] and "ckpt_path" not in info["command"]
+    assert info["wall_time_s"] == pytest.approx(
+        killed["wall_time_s"] + resumed_segment["wall_time_s"], abs=0.11
+    )
+    assert killed["wall_time_s"] > 0 and info["global_step"] == killed_at + 6
+    # Resuming a finished stage trains nothing and records nothing more.
+    again = subprocess.run(resumed.args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(info_path.read_text())["segments"] == info["segments"]
 
 
 def fit_on_nan_frames(module: TokenizerModule) -> None:

@@ -8,7 +8,6 @@ import json
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -23,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from worldmodel.bundle import BundleError, kind_of, save_bundle
 from worldmodel.envs import EnvSpec
 from worldmodel.lit.checkpoints import load_tokenizer, warm_start_tokenizer, warm_start_world_model
+from worldmodel.lit.training_record import TrainingRecord
 from worldmodel.models.delta_tokenizer import DeltaTokenizer
 from worldmodel.tracking import finish_loggers
 
@@ -82,39 +82,32 @@ def fit_stage(
     stage_dir, checkpoints = Path(cfg.paths.output_dir) / stage, checkpoint_dir(cfg, stage)
     datamodule = instantiate(cfg.data, env=spec, batch_size=stage_cfg.batch_size, **data_overrides)
     loggers = make_loggers(cfg, stage)
+    record = TrainingRecord("python -m worldmodel.train " + " ".join(sys.argv[1:]), git_revision())
     try:
         trainer: L.Trainer = instantiate(
             cfg.trainer,
             max_steps=stage_cfg.max_steps,
             default_root_dir=str(stage_dir),
             logger=loggers or False,
-            callbacks=make_callbacks(cfg, checkpoints),
+            callbacks=[*make_callbacks(cfg, checkpoints), record],
         )
         for logger in loggers:
             logger.log_hyperparams(
                 {
                     "config": OmegaConf.to_container(cfg, resolve=True),
-                    "git_revision": git_revision(),
+                    "git_revision": record.git_revision,
                     "trainable_parameters": sum(
                         p.numel() for p in module.parameters() if p.requires_grad
                     ),
                 }
             )
-        start, revision = time.time(), git_revision()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, stage))
     finally:
         finish_loggers(loggers)
     last = checkpoints / "last.ckpt"
     trainer.save_checkpoint(last)
-    # How this stage was trained, for reports and for the shipped model's record.
-    info = {
-        "command": "python -m worldmodel.train " + " ".join(sys.argv[1:]),
-        "git_revision": revision,
-        "wall_time_s": round(time.time() - start, 1),
-        "global_step": trainer.global_step,
-        "policy": cfg.policy._target_,
-    }
-    if trainer.is_global_zero:
+    if trainer.is_global_zero:  # for reports and for the shipped model's record
+        info = record.summary(policy=cfg.policy._target_)
         (stage_dir / "train_info.json").write_text(json.dumps(info, indent=2))
     log.info("%s stage done: %s", stage, last)
     return trainer, last
