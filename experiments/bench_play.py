@@ -61,6 +61,10 @@ def fps_cached(
 
 
 @torch.inference_mode()
+def sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
+
+
 def fps_baseline(bundle, steps: int) -> float:
     """No KV cache: every new token re-reads the whole context (last max_frames) from scratch.
     No-op actions: a forward costs the same whatever the actions."""
@@ -77,7 +81,7 @@ def fps_baseline(bundle, steps: int) -> float:
         new: list[torch.Tensor] = []
         for _ in range(wm.cfg.tokens_per_frame):
             logits = wm(torch.cat([prefix, *new], dim=1)).obs_logits[:, -1]
-            new.append(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+            new.append(sample(logits, generator)[:, None])
         frames.append(torch.cat(new, dim=1))
         to_uint8_frames(tok.decode(frames[-1]))
     return steps / (time.perf_counter() - start)
@@ -106,10 +110,10 @@ def fps_baseline_delta(bundle, steps: int) -> float:
             h = wm.transformer(blocks[:, : blocks.shape[1] - k + j])
             if j == 0:
                 at_action = h[:, -1]  # who scored is read off the action (the score head)
-            logits = wm.token_head(h[:, -1])
-            new[:, j] = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
+            new[:, j] = sample(wm.token_head(h[:, -1]), generator)
         tokens.append(new)
-        drawn_from = tok.with_score(wm.score_changes(at_action), new)
+        scored = None if wm.score_head is None else sample(wm.score_head(at_action), generator)
+        drawn_from = tok.with_score(scored, new)
         frame = to_uint8_frames(tok.decode(recent, noop, drawn_from))
         recent = torch.cat([recent[:, 1:], frame[:, None]], 1)
         embeddings.append(wm.embed_frames(frame))

@@ -156,7 +156,8 @@ def test_the_learned_game_scores_when_its_score_head_says_so(play, spec, start):
         game = DeltaGame(tokenizer, world_model, temperature=1.0, seed=0)
         game.reset(frames, torch.zeros(1, 2, dtype=torch.long))
         for step in range(1, 6):  # through a window slide (max_frames 4)
-            frame, *_ = game.step(torch.zeros(1, dtype=torch.long))
+            frame, reward, _ = game.step(torch.zeros(1, dtype=torch.long))
+            assert reward.item() == {NOBODY: 0, PLAYER: 1, OPPONENT: -1}[who]  # the same event
             score = slot.read(to_float_frames(frame))
             # (from the reset frame the first step draws 0:0 whole, then the points)
             points = step - (start == "episode_start")

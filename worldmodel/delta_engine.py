@@ -6,8 +6,8 @@ one input after the cached ones), draws the frame from the tokens and the frame 
 embeds it and reads it with the last token in the next step's first forward: K forwards a
 step. The last frames are always the ones the model drew: the dream feeds on its own output,
 as in play. Speculation does not pay here: a Delta token seldom repeats the step before's.
-With the score slot, who scored comes from the action's forward (the score head, as the
-reward), and the frame's score rows from the frame before.
+With the score slot, who scored comes from the action's forward (the score head) and is the
+step's reward too, and the frame's score rows are drawn from the frame before's.
 """
 
 import torch
@@ -17,6 +17,7 @@ from worldmodel.engine import LearnedGame
 from worldmodel.frames import to_uint8_frames, windows
 from worldmodel.models.delta_tokenizer import DeltaTokenizer
 from worldmodel.models.delta_world_model import DeltaWorldModel
+from worldmodel.models.score_slot import player_reward
 
 
 class DeltaGame(LearnedGame):
@@ -111,9 +112,16 @@ class DeltaGame(LearnedGame):
             tokens.append(picked[:, -1])
             x = self.world_model.token_embed(picked[:, -1:])
         tokens = torch.stack(tokens, 1)
-        rewards = self.world_model.reward_head(h_action).argmax(-1) - 1
-        ends = self.world_model.end_head(h_action).argmax(-1) == 1
-        drawn_from = self.tokenizer.with_score(self.world_model.score_changes(h_action), tokens)
+        ends = self.world_model.end_head(h_action).argmax(-1) == 1  # as LearnedGame's
+        if self.world_model.score_head is None:
+            scored = None
+            reward_logits = self.world_model.reward_head(h_action)
+            rewards = self._pick_event(reward_logits, sampling_games, sampling) - 1
+        else:  # who scored is the point: the digits and the reward cannot disagree
+            score_logits = self.world_model.score_head(h_action)
+            scored = self._pick_event(score_logits, sampling_games, sampling)
+            rewards = player_reward(scored)
+        drawn_from = self.tokenizer.with_score(scored, tokens)
         frame = to_uint8_frames(self._decode(self.recent, actions, drawn_from))
         self.recent = torch.cat([self.recent[:, 1:], frame[:, None]], 1)
         embedding = self._embed(frame)

@@ -189,11 +189,6 @@ class DeltaWorldModel(nn.Module):
             )
         return terms, out
 
-    def score_changes(self, at_action: torch.Tensor) -> torch.Tensor | None:
-        """Generation: who scored in the next frame (B,) change ids, from the action's hidden
-        state (B, D), picked as the reward and the end are (None without the score head)."""
-        return None if self.score_head is None else self.score_head(at_action).argmax(-1)
-
     def new_cache(self, batch: int, device: torch.device) -> KVCache:
         return KVCache(self.transformer_cfg, batch, device)
 

@@ -35,11 +35,17 @@ from worldmodel.envs.resize import area_weights
 
 NOBODY, OPPONENT, PLAYER = 0, 1, 2  # score change ids: who scored since the frame before
 CHANGES = 3
+
 SIDES = ("opponent", "player")  # the order of a score pair
 # A side's score reads as the value whose digits' cover is nearest to its ink, if no pixel is
 # further off than this (rounding to uint8 moves at most ~0.01; the covers of two scores
 # differ by at least a whole pixel's share somewhere).
 READ_TOLERANCE = 0.2
+
+
+def player_reward(changes: torch.Tensor) -> torch.Tensor:
+    """Change ids -> the player's reward: +1 when the player scored, -1 the opponent."""
+    return (changes == PLAYER).float() - (changes == OPPONENT).float()
 
 
 class ScoreSlot(nn.Module):
