@@ -112,7 +112,7 @@ def fps_baseline_delta(bundle, steps: int) -> float:
                 at_action = h[:, -1]  # who scored is read off the action (the score head)
             new[:, j] = sample(wm.token_head(h[:, -1]), generator)
         tokens.append(new)
-        scored = None if wm.score_head is None else sample(wm.score_head(at_action), generator)
+        scored = None if wm.score_head is None else wm.score_head(at_action).argmax(-1)
         drawn_from = tok.with_score(scored, new)
         frame = to_uint8_frames(tok.decode(recent, noop, drawn_from))
         recent = torch.cat([recent[:, 1:], frame[:, None]], 1)

@@ -12,11 +12,6 @@ from worldmodel.envs.atari import EnvSpec
 from worldmodel.frames import to_uint8_frames
 from worldmodel.models.delta_tokenizer import DeltaTokenizer, DeltaTokenizerConfig
 from worldmodel.models.delta_world_model import DeltaWorldModel, DeltaWorldModelConfig
-from worldmodel.models.tokenizer import Tokenizer, TokenizerConfig
-from worldmodel.models.world_model import WorldModel
-
-from .test_tokenizer import TINY
-from .test_world_model import tiny_world_model
 
 TOKENIZER = dict(channels=8, latent_channels=16, num_codes=32, code_dim=8, context_channels=4)
 WORLD_MODEL = dict(num_codes=32, max_frames=4, n_layers=2, n_heads=2, d_model=32, frame_channels=4)
@@ -153,34 +148,6 @@ def test_seeded_sampling_repeats_and_speculation_is_refused():
     assert torch.equal(*runs)
     with pytest.raises(ValueError, match="speculative"):
         LearnedGame(*models(), speculative=True)
-
-
-def iris_models() -> tuple[Tokenizer, WorldModel]:
-    torch.manual_seed(0)
-    return Tokenizer(TokenizerConfig(**TINY)).eval(), tiny_world_model()
-
-
-@pytest.mark.parametrize("design", [models, slot_models, iris_models])
-def test_a_sampled_dream_samples_its_points_and_a_greedy_one_takes_the_likeliest(design):
-    tokenizer, world_model = design()
-    # A point for the player on 30% of the steps, none otherwise: rewards (-1, 0, +1), or
-    # who scored (nobody, the opponent, the player).
-    if getattr(world_model, "score_head", None) is None:
-        head, odds = world_model.reward_head, [1e-9, 0.7, 0.3]
-    else:
-        head, odds = world_model.score_head, [0.7, 1e-9, 0.3]
-    with torch.no_grad():
-        head[-1].weight.zero_()
-        head[-1].bias.copy_(torch.tensor(odds).log())
-    frames, actions = context(b=8)
-    rewards = {}
-    for greedy in (False, True):
-        game = LearnedGame(tokenizer, world_model, seed=0, greedy=greedy, keep_frames=2)
-        game.reset(frames, actions)
-        rewards[greedy] = torch.stack([game.step(torch.zeros(8))[1] for _ in range(10)])
-    assert set(rewards[False].unique().tolist()) == {0.0, 1.0}
-    assert 0.15 < rewards[False].mean() < 0.45  # 80 steps: 0.30 +- 0.05
-    assert rewards[True].eq(0).all()
 
 
 def test_a_delta_bundle_records_its_kind_and_plays_after_loading(tmp_path):

@@ -112,14 +112,11 @@ class DeltaGame(LearnedGame):
             tokens.append(picked[:, -1])
             x = self.world_model.token_embed(picked[:, -1:])
         tokens = torch.stack(tokens, 1)
-        ends = self.world_model.end_head(h_action).argmax(-1) == 1  # as LearnedGame's
+        ends = self.world_model.end_head(h_action).argmax(-1) == 1
         if self.world_model.score_head is None:
-            scored = None
-            reward_logits = self.world_model.reward_head(h_action)
-            rewards = self._pick_event(reward_logits, sampling_games, sampling) - 1
+            scored, rewards = None, self.world_model.reward_head(h_action).argmax(-1) - 1
         else:  # who scored is the point: the digits and the reward cannot disagree
-            score_logits = self.world_model.score_head(h_action)
-            scored = self._pick_event(score_logits, sampling_games, sampling)
+            scored = self.world_model.score_head(h_action).argmax(-1)
             rewards = player_reward(scored)
         drawn_from = self.tokenizer.with_score(scored, tokens)
         frame = to_uint8_frames(self._decode(self.recent, actions, drawn_from))

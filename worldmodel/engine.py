@@ -27,7 +27,7 @@ import torch
 from worldmodel.compiled import CompiledOrEager
 from worldmodel.frames import to_uint8_frames
 from worldmodel.models.tokenizer import Tokenizer
-from worldmodel.models.world_model import WorldModel, gumbel_pick
+from worldmodel.models.world_model import WorldModel
 
 # (1 / temperature, top_p) as 0-dim tensors (top_p None: no truncation, and no sort)
 Sampling = tuple[torch.Tensor, torch.Tensor | None]
@@ -161,30 +161,15 @@ class LearnedGame:
         Zero for the games that do not sample."""
         k, v, b = self.cfg.tokens_per_frame, self.cfg.num_codes, len(sampling)
         noise = torch.zeros(b, self.layout.length, v, device=self.device)
-        noise[:, :k] = self._gumbel_noise((b, k, v), sampling)
+        if any(sampling):  # Gumbel(0, 1); finite (from a uniform > 0), so that a nucleus of
+            # one token is never all -inf
+            uniform = torch.rand(b, k, v, generator=self.generator, device=self.device)
+            noise[:, :k] = -torch.log(
+                -torch.log(uniform.clamp_min_(torch.finfo(uniform.dtype).tiny))
+            )
+            if not all(sampling):
+                noise[[i for i, s in enumerate(sampling) if not s]] = 0.0
         return noise
-
-    def _gumbel_noise(self, shape: tuple[int, ...], sampling: list[bool]) -> torch.Tensor:
-        """Gumbel(0, 1) noise of `shape` (B, ...), zero for the games that do not sample;
-        finite (from a uniform > 0), so that a nucleus of one token is never all -inf."""
-        if not any(sampling):
-            return torch.zeros(shape, device=self.device)
-        uniform = torch.rand(shape, generator=self.generator, device=self.device)
-        noise = -torch.log(-torch.log(uniform.clamp_min_(torch.finfo(uniform.dtype).tiny)))
-        if not all(sampling):
-            noise[[i for i, s in enumerate(sampling) if not s]] = 0.0
-        return noise
-
-    def _pick_event(
-        self, logits: torch.Tensor, sampling_games: list[bool], sampling: Sampling
-    ) -> torch.Tensor:
-        """A head's class (B,) (the reward, who scored): sampled at the temperature in the
-        sampling games, as the frame is, since the step a point falls on is as uncertain as
-        the ball's flight (an argmax misses a point whose probability spreads over steps);
-        the likeliest in the others."""
-        return gumbel_pick(
-            logits, sampling[0], None, self._gumbel_noise(logits.shape, sampling_games)
-        )
 
     def _forward(
         self, tokens: torch.Tensor, gumbel: torch.Tensor, sampling: Sampling
@@ -257,8 +242,8 @@ class LearnedGame:
         speculate = self.speculative if self.speculative is not None else len(actions) == 1
         generate = self._speculative if speculate else self._sequential
         h = generate(block, self._gumbel(sampling_games), sampling)
-        rewards = self._pick_event(self.world_model.reward_head(h), sampling_games, sampling) - 1
-        ends = self.world_model.end_head(h).argmax(-1) == 1  # a coin toss must not end a game
+        rewards = self.world_model.reward_head(h).argmax(-1) - 1
+        ends = self.world_model.end_head(h).argmax(-1) == 1
         tokens = block[:, 1:]
         self.frame_tokens = torch.cat([self.frame_tokens, tokens[:, None]], dim=1)
         self.actions = torch.cat([self.actions, actions[:, None]], dim=1)
