@@ -7,7 +7,7 @@ import pytest
 from worldmodel.eval.fidelity import reward_events
 from worldmodel.eval.report import CLOSED_LOOP_ROWS
 
-from .cli import assert_ok, run_module
+from .cli import assert_ok, run_experiment_script, run_module
 
 
 def test_fidelity_eval_writes_a_report_with_baselines(smoke_run, tmp_path):
@@ -80,6 +80,17 @@ def test_fidelity_eval_writes_a_report_with_baselines(smoke_run, tmp_path):
     assert sheet.shape[0] == 2 * 3 * (64 * 4 + 4)  # real + dream rows of the 3 rollouts
     report = (out / "fidelity_report.md").read_text()
     assert "## Closed loop" in report and "## Events (open loop)" in report
+
+    # Side by side (here the same eval as two columns); a name per folder or one line.
+    compared = run_experiment_script(
+        "compare_models.py", out, out, "--names", "a", "b", "--out", tmp_path / "compared"
+    )
+    assert_ok(compared)
+    rows = json.loads((tmp_path / "compared" / "comparison.json").read_text())["rows"]
+    assert any(row[0] == "dream_mean: teleports / 100 steps" for row in rows)
+    assert len(rows) > 50 and all(len(row) == 3 and row[1] == row[2] for row in rows)
+    refused = run_experiment_script("compare_models.py", out, out, "--names", "a")
+    assert refused.returncode == 2 and "one value per eval folder" in refused.stderr
 
 
 def test_eval_sections_switch_off(smoke_run, tmp_path):

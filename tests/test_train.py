@@ -1,5 +1,4 @@
 import json
-import subprocess
 import sys
 from dataclasses import replace
 
@@ -15,7 +14,7 @@ from worldmodel.lit.checkpoints import load_tokenizer, warm_start_world_model
 from worldmodel.models.world_model import WorldModel
 from worldmodel.train import CONFIG_DIR
 
-from .cli import assert_ok, run_module
+from .cli import assert_ok, run_experiment_script, run_module
 
 CODEBOOK = "tokenizer.quantizer.codebook.weight"
 IDLE = "tokenizer.quantizer.idle_steps"
@@ -205,11 +204,7 @@ def test_tokenizer_warm_starts_from_a_bundle_with_its_weights(smoke_iris_run, tm
 
 
 def run_experiment(script: str, *args) -> None:
-    path = CONFIG_DIR.parent / "experiments" / script
-    result = subprocess.run(
-        [sys.executable, str(path), *map(str, args)], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert_ok(run_experiment_script(script, *args))
 
 
 def test_warm_starting_from_a_world_model_of_another_size_says_what_does_not_fit(smoke_iris_run):
