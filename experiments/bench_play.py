@@ -101,16 +101,15 @@ def fps_baseline_delta(bundle, steps: int) -> float:
         n = min(len(embeddings), wm.cfg.max_frames)
         new = torch.zeros(1, k, dtype=torch.long)
         for j in range(k):
-            blocks = wm.sequence(
-                torch.stack(embeddings[-n:], 1),
-                noop.expand(1, n),
-                torch.stack([*tokens[len(tokens) - n + 1 :], new], 1),
-            )
+            window = torch.stack([*tokens[len(tokens) - n + 1 :], new], 1)
+            blocks = wm.sequence(torch.stack(embeddings[-n:], 1), noop.expand(1, n), window)
             # The last block up to its action and the tokens so far (the rest is unread).
             h = wm.transformer(blocks[:, : blocks.shape[1] - k + j])
             if j == 0:
                 at_action = h[:, -1]  # who scored is read off the action (the score head)
-            new[:, j] = sample(wm.token_head(h[:, -1]), generator)
+            refs = wm.block_references(window)
+            ref = None if refs is None else refs[:, -1, j]
+            new[:, j] = sample(wm.token_logits(h[:, -1], ref), generator)
         tokens.append(new)
         scored = None if wm.score_head is None else wm.score_head(at_action).argmax(-1)
         drawn_from = tok.with_score(scored, new)

@@ -10,6 +10,8 @@ from worldmodel.delta_engine import DeltaGame
 from worldmodel.engine import LearnedGame
 from worldmodel.envs.atari import EnvSpec
 from worldmodel.frames import to_uint8_frames
+from worldmodel.models.ball_motion import APPEARS, CLASSES, MAX_STEP
+from worldmodel.models.ball_slot import COLUMNS, ROWS
 from worldmodel.models.delta_tokenizer import DeltaTokenizer, DeltaTokenizerConfig
 from worldmodel.models.delta_world_model import DeltaWorldModel, DeltaWorldModelConfig
 
@@ -41,6 +43,19 @@ def slot_models(seed: int = 0) -> tuple[DeltaTokenizer, DeltaWorldModel]:
     return tokenizer, DeltaWorldModel(DeltaWorldModelConfig(**{**WORLD_MODEL, **sizes})).eval()
 
 
+def motion_models(seed: int = 0) -> tuple[DeltaTokenizer, DeltaWorldModel]:
+    """With the ball slot and the world model's ball motion."""
+    torch.manual_seed(seed)
+    tokenizer = DeltaTokenizer(DeltaTokenizerConfig(**TOKENIZER, ball_slot=True)).eval()
+    sizes = {
+        "num_codes": tokenizer.cfg.vocab_size,
+        "tokens_per_frame": 6,
+        "ball_ids": tokenizer.cfg.ball_ids,
+        "ball_motion": True,
+    }
+    return tokenizer, DeltaWorldModel(DeltaWorldModelConfig(**{**WORLD_MODEL, **sizes})).eval()
+
+
 def context(b: int = 2, c: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     frames = torch.randint(0, 256, (b, c, 64, 64, 3), dtype=torch.uint8, generator=g)
@@ -52,7 +67,7 @@ def whole_sequence_tokens(game: DeltaGame) -> torch.Tensor:
     context at once (no cache): what cached generation must reproduce."""
     wm = game.world_model
     sequence = wm.sequence(game.embeddings[:, :-1], game.actions, game.tokens)
-    return wm.heads(wm.transformer(sequence)).token_logits[:, -1].argmax(-1)
+    return wm.heads(wm.transformer(sequence), game.tokens).token_logits[:, -1].argmax(-1)
 
 
 def test_learned_game_plays_a_delta_world_model_with_the_same_api():
@@ -67,7 +82,7 @@ def test_learned_game_plays_a_delta_world_model_with_the_same_api():
     assert game.forwards == 1 + 4  # the context in one forward, then K a step
 
 
-@pytest.mark.parametrize("design", [models, as_predicted_models])
+@pytest.mark.parametrize("design", [models, as_predicted_models, motion_models])
 def test_cached_greedy_generation_is_what_the_whole_sequence_says_past_the_window(design):
     game = LearnedGame(*design(), greedy=True, keep_frames=2)
     game.reset(*context())
@@ -137,6 +152,30 @@ def test_with_two_context_frames_a_step_draws_from_the_last_two_and_may_say_as_p
     with torch.no_grad():
         expected = tokenizer.draw_as_predicted(torch.stack([frames[:, -1], frame], 1), step_actions)
     assert torch.equal(second, to_uint8_frames(expected))
+
+
+def test_with_ball_motion_the_dreamed_ball_keeps_the_step_its_motion_logits_favour():
+    tokenizer, world_model = motion_models()
+    first_column, first_row = tokenizer.cfg.ball_ids
+    with torch.no_grad():  # a model sure that a ball appears at (40, 100), then steps (4, -8)
+        world_model.token_head[-1].bias[[first_column + 40, first_row + 100]] += 5.0
+        motion = world_model.motion.head[-1].bias
+        motion.zero_()
+        motion[APPEARS] = motion[CLASSES + APPEARS] = 50.0
+        motion[MAX_STEP + 4] = motion[CLASSES + MAX_STEP - 8] = 100.0
+    game = LearnedGame(tokenizer, world_model, greedy=True, keep_frames=2)
+    game.reset(*context())
+    firsts = torch.tensor([first_column, first_row])
+    before = game.tokens[:, -1, :2] - firsts  # the context's last ball (noise: somewhere)
+    step = torch.tensor([4, -8])
+    balls = []
+    for t in range(7):  # past a window slide (max_frames 4)
+        game.step(torch.tensor([t % 6, 0]))
+        balls.append(game.tokens[:, -1, :2] - firsts)
+    balls = torch.stack(balls, 1)
+    seen = (before < torch.tensor([COLUMNS, ROWS])).all(-1, keepdim=True)
+    assert (balls[:, 0] == torch.where(seen, before + step, torch.tensor([40, 100]))).all()
+    assert (balls.diff(dim=1) == step).all()  # also after the slide
 
 
 def test_seeded_sampling_repeats_and_speculation_is_refused():

@@ -1,9 +1,11 @@
-"""The world model over context-aware tokens: its block layout, cached == uncached, and a
-few steps of training lower its loss."""
+"""The world model over context-aware tokens: its block layout, cached == uncached, a few
+steps of training lower its loss, and the ball's motion makes a flight a copy."""
 
 import pytest
 import torch
 
+from worldmodel.models.ball_motion import ABSENT, APPEARS, CLASSES, FAR, GONE, MAX_STEP, BallMotion
+from worldmodel.models.ball_slot import COLUMNS, ROWS
 from worldmodel.models.delta_world_model import BlockLayout, DeltaWorldModel, DeltaWorldModelConfig
 
 TINY = dict(num_codes=32, max_frames=4, n_layers=2, n_heads=2, d_model=32, frame_channels=4)
@@ -95,3 +97,71 @@ def test_a_few_steps_lower_the_loss_and_padding_is_ignored():
 def test_a_context_of_one_frame_is_refused():
     with pytest.raises(ValueError, match="max_frames"):
         DeltaWorldModelConfig(max_frames=1)
+
+
+# The ball's motion: a tiny vocabulary of 8 codes, then the ball slot's columns and rows.
+BALL_IDS = (8, 8 + COLUMNS + 1)
+MOTION = {**TINY, "num_codes": BALL_IDS[1] + ROWS + 1, "tokens_per_frame": 3}
+
+
+def flights(b: int, t: int, seed: int = 0) -> torch.Tensor:
+    """Frames' tokens (B, T, 3) of balls that fly at constant velocity from random places:
+    column, row, one code."""
+    g = torch.Generator().manual_seed(seed)
+    start = torch.stack(
+        [torch.randint(20, 140, (b,), generator=g), torch.randint(40, 170, (b,), generator=g)], 1
+    )
+    velocity = torch.randint(-2, 3, (b, 2), generator=g) * 4
+    path = start[:, None] + velocity[:, None] * torch.arange(t)[None, :, None]
+    code = torch.randint(0, 8, (b, t, 1), generator=g)
+    return torch.cat([path + torch.tensor(BALL_IDS), code], -1)
+
+
+def test_ball_tokens_refer_to_the_frame_before_and_move_by_displacement_classes():
+    motion = BallMotion(BALL_IDS, MOTION["num_codes"], 16)
+    before = torch.tensor([[BALL_IDS[0] + 50, BALL_IDS[1] + 100, 3], [0, 0, 0]])
+    refs = motion.references(before)
+    assert refs[0].tolist() == [50, COLUMNS + 1 + 100, motion.null_reference]
+    assert (refs[1] == motion.null_reference).all()  # zeros: no ball tokens, unknown
+    table = motion.table
+    assert table[50, BALL_IDS[0] + 54] == MAX_STEP + 4  # four columns to the right
+    assert table[COLUMNS + 1 + 100, BALL_IDS[1] + 92] == CLASSES + MAX_STEP - 8  # rows: after
+    assert table[50, BALL_IDS[0] + 90] == FAR and table[50, BALL_IDS[0] + COLUMNS] == GONE
+    assert (
+        table[COLUMNS, BALL_IDS[0] + 7] == APPEARS
+        and table[COLUMNS, BALL_IDS[0] + COLUMNS] == ABSENT
+    )
+    assert (table[50, : BALL_IDS[0]] == motion.null).all()  # codes have no motion
+    assert (table[50, BALL_IDS[1] :] == motion.null).all()  # nor rows given a column's
+    assert (table[motion.null_reference] == motion.null).all()
+    hidden = torch.randn(2, 3, 16)
+    assert motion.logits(hidden, refs)[1].eq(0).all()  # no reference: nothing added
+    assert motion.input_embedding(before, refs)[1].eq(0).all()
+
+
+def test_with_ball_motion_a_flight_is_learned_as_a_copy_of_the_step_before():
+    """Constant-velocity flights from random places, 200 steps: with the motion the model
+    continues them wherever they are (with absolute ids alone, 2% of the balls after as many
+    steps). A frame's tokens have a velocity before them from the third block on."""
+    frames = torch.zeros(16, 4, 16, 16, 3, dtype=torch.uint8)  # the frames say nothing
+    actions = torch.zeros(16, 4, dtype=torch.long)
+    mask = torch.ones(16, 4, dtype=torch.bool)
+    targets = {"rewards": torch.zeros(16, 4), "ends": ~mask, "steps": mask, "next_frames": mask}
+    torch.manual_seed(0)
+    cfg = DeltaWorldModelConfig(**MOTION, resolution=16, ball_ids=BALL_IDS, ball_motion=True)
+    model = DeltaWorldModel(cfg)
+    optimizer = torch.optim.AdamW(model.optimizer_groups(0.01), lr=3e-3)
+    for step in range(200):
+        terms, _ = model.loss(frames, actions, flights(16, 4, seed=step), **targets)
+        optimizer.zero_grad()
+        terms["tokens"].backward()
+        optimizer.step()
+    held_out = flights(16, 4, seed=1000)
+    with torch.no_grad():
+        predicted = model(frames, actions, held_out).token_logits[:, 2:, :2].argmax(-1)
+    assert (predicted == held_out[:, 2:, :2]).float().mean() > 0.9
+
+
+def test_ball_motion_without_the_ball_slot_is_refused():
+    with pytest.raises(ValueError, match="ball slot"):
+        DeltaWorldModelConfig(**TINY, ball_motion=True)

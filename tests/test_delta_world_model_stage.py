@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from worldmodel.bundle import load_bundle
 from worldmodel.data.datamodule import FrameEncoder
 from worldmodel.data.episode import Episode
+from worldmodel.engine import LearnedGame
+from worldmodel.envs.atari import AtariBatch
 from worldmodel.lit.delta_world_model_module import Steps
 from worldmodel.models.delta_tokenizer import DeltaTokenizer, DeltaTokenizerConfig
 from worldmodel.models.score_slot import NOBODY
@@ -57,12 +60,13 @@ def test_tokens_the_data_pipeline_stores_are_the_ones_the_module_would_make(slot
         assert made.score_changes is None
 
 
-def test_a_delta_world_model_run_resumes_at_its_step(tmp_path, smoke_run):
+def test_a_delta_world_model_with_ball_motion_resumes_at_its_step_and_plays(tmp_path, smoke_run):
     tokenizer = smoke_run / "tokenizer" / "checkpoints" / "last.ckpt"
     args = [
         "+exp=smoke",
         "stage=world_model",
         f"tokenizer_ckpt={tokenizer}",
+        "world_model.module.model.ball_motion=true",
         f"hydra.run.dir={tmp_path}",
         f"paths.data_dir={smoke_run / 'data'}",
     ]
@@ -70,6 +74,15 @@ def test_a_delta_world_model_run_resumes_at_its_step(tmp_path, smoke_run):
     assert_ok(run_module("worldmodel.train", *args, "world_model.max_steps=8", "ckpt_path=last"))
     checkpoint = torch.load(tmp_path / "world_model/checkpoints/last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 8
+    bundle = load_bundle(tmp_path / "bundle.ckpt")
+    assert bundle.world_model.motion is not None
+    game = LearnedGame(bundle.tokenizer, bundle.world_model, seed=0)
+    envs = AtariBatch(bundle.spec, num_envs=2, seed=0)
+    game.reset(torch.from_numpy(envs.reset()))
+    envs.close()
+    for action in range(3):
+        frames = game.step(torch.tensor([action, 0]))[0]
+    assert frames.shape == (2, 64, 64, 3)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +90,10 @@ def test_a_delta_world_model_run_resumes_at_its_step(tmp_path, smoke_run):
     [
         (["world_model=tiny"], "different designs"),
         (["world_model.init_from=x.ckpt"], "init_from"),
+        (
+            ["tokenizer.module.model.ball_slot=false", "world_model.module.model.ball_motion=true"],
+            "ball slot",
+        ),
     ],
 )
 def test_delta_world_model_settings_that_cannot_work_are_one_line(tmp_path, overrides, message):

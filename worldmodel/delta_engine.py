@@ -100,17 +100,23 @@ class DeltaGame(LearnedGame):
         sampling = self._sampling(sampling_games)
         gumbel = self._gumbel(sampling_games)
         x = torch.cat([self.unread, self.world_model.action_embed(actions)[:, None]], 1)
+        # The frame before's tokens (zeros, "unknown", for a game started from one frame).
+        before = (
+            self.tokens[:, -1] if self.tokens.shape[1] else self.tokens.new_zeros(len(actions), k)
+        )
+        refs = self.world_model.references(before)  # (B, K) for the ball's motion, or None
         tokens, h_action = [], None
         for j in range(k):
             self.forwards += 1
             noise = gumbel[:, j : j + 1].expand(-1, x.shape[1], -1)  # the last input's counts
+            ref = None if refs is None else refs[:, j : j + 1].expand(-1, x.shape[1])
             h, picked, new_kv = self._extend_and_sample(
-                x, self.cache.position, self.cache.kv, *sampling, noise
+                x, self.cache.position, self.cache.kv, *sampling, noise, ref
             )
             self.cache.append(new_kv)
             h_action = h[:, -1] if h_action is None else h_action
             tokens.append(picked[:, -1])
-            x = self.world_model.token_embed(picked[:, -1:])
+            x = self.world_model.embed_tokens(picked[:, -1:], None if ref is None else ref[:, -1:])
         tokens = torch.stack(tokens, 1)
         ends = self.world_model.end_head(h_action).argmax(-1) == 1
         if self.world_model.score_head is None:

@@ -132,6 +132,16 @@ def check_before_work(cfg: DictConfig, spec: EnvSpec) -> None:
             f"tokenizer.module.model.num_actions is {cfg.tokenizer.module.model.num_actions}"
             f" but {spec.game_id} has {len(meanings)} actions"
         )
+    if (
+        cfg.stage == "all"
+        and delta_world_model
+        and cfg.world_model.module.model.get("ball_motion")
+        and not cfg.tokenizer.module.model.get("ball_slot")
+    ):
+        raise ValueError(
+            "world_model.module.model.ball_motion=true needs the tokenizer's ball slot "
+            "(tokenizer.module.model.ball_slot=true)"
+        )
     if delta_world_model and cfg.world_model.get("init_from"):
         raise ValueError("world_model.init_from (a warm start) is for IRIS world models only")
     if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():

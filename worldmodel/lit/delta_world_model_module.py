@@ -99,6 +99,7 @@ class DeltaWorldModelModule(L.LightningModule):
         from_tokenizer = {
             "tokens_per_frame": tok.input_tokens,
             "score_change": tok.score_slot,
+            "ball_ids": tok.ball_ids if tok.ball_slot else None,
             "num_codes": tok.vocab_size,
             "num_actions": tok.num_actions,
             "resolution": tok.resolution,

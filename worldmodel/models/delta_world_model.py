@@ -11,6 +11,9 @@ With the tokenizer's score slot, a frame's score change (who scored since the fr
 is predicted from the action too, beside the reward, and is not an input: the frame
 embedding shows the score, and no step spends a forward on a token that is nearly always
 "nobody".
+
+With `ball_motion` (and the ball slot), each ball token is read and predicted also as its
+step from the frame before's (ball_motion.py): a flight becomes a copy.
 """
 
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldmodel.frames import to_float_frames
+from worldmodel.models.ball_motion import BallMotion
 from worldmodel.models.delta_tokenizer import DeltaTokenizerConfig, conv_stack
 from worldmodel.models.score_slot import CHANGES
 from worldmodel.models.transformer import KVCache, Transformer, TransformerConfig, init_gpt2_weights
@@ -30,6 +34,8 @@ from worldmodel.models.world_model import gumbel_pick, head
 class DeltaWorldModelConfig:
     tokens_per_frame: int = 4  # the tokens of a frame read as inputs
     score_change: bool = False  # predict the tokenizer's score change token from the action
+    ball_ids: tuple[int, int] | None = None  # the tokenizer's ball slot's first ids, if any
+    ball_motion: bool = False  # the ball's tokens also as steps from the frame before's
     num_codes: int = 1024  # token ids: the tokenizer's vocab_size
     num_actions: int = 6
     max_frames: int = 26  # context length in steps (blocks)
@@ -46,6 +52,8 @@ class DeltaWorldModelConfig:
             raise ValueError(
                 f"max_frames must be >= 2 (a frame and the next), got {self.max_frames}"
             )
+        if self.ball_motion and self.ball_ids is None:
+            raise ValueError("ball_motion needs the tokenizer's ball slot (ball_slot=true)")
 
     @property
     def layout(self) -> "BlockLayout":
@@ -108,6 +116,9 @@ class DeltaWorldModel(nn.Module):
         self.reward_head = head(cfg.d_model, 3)
         self.end_head = head(cfg.d_model, 2)
         self.score_head = head(cfg.d_model, CHANGES) if cfg.score_change else None
+        self.motion = (
+            BallMotion(tuple(cfg.ball_ids), cfg.num_codes, cfg.d_model) if cfg.ball_motion else None
+        )
         init_gpt2_weights(self.transformer, cfg.n_layers)
         for table in (self.action_embed, self.token_embed):  # on the position embeddings' scale
             nn.init.normal_(table.weight, std=0.02)
@@ -118,6 +129,27 @@ class DeltaWorldModel(nn.Module):
         x = to_float_frames(frames.flatten(0, len(lead) - 1) if lead else frames[None])
         return self.frame_cnn(x * 2 - 1).view(*lead, -1)
 
+    def references(self, previous: torch.Tensor) -> torch.Tensor | None:
+        """The tokens (..., K) of the frames before -> the references of the next frames'
+        tokens (..., K) for the ball's motion (zeros: unknown); None without ball_motion."""
+        return None if self.motion is None else self.motion.references(previous)
+
+    def block_references(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """Teacher forcing: each block's tokens (B, T, K) refer to the block before's; the
+        first block's frame before is unknown."""
+        return self.references(F.pad(tokens[:, :-1], (0, 0, 1, 0)))
+
+    def embed_tokens(self, tokens: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
+        """Tokens (...) and their references (same shape, or None) -> input embeddings."""
+        x = self.token_embed(tokens)
+        return x if refs is None else x + self.motion.input_embedding(tokens, refs)
+
+    def token_logits(self, hidden: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
+        """Hidden states (..., D) -> the logits of the tokens they predict, given those
+        tokens' references (...; None: no motion)."""
+        logits = self.token_head(hidden)
+        return logits if refs is None else logits + self.motion.logits(hidden, refs)
+
     def sequence(
         self, frame_embeddings: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
     ) -> torch.Tensor:
@@ -127,7 +159,7 @@ class DeltaWorldModel(nn.Module):
             [
                 frame_embeddings[:, :, None],
                 self.action_embed(actions)[:, :, None],
-                self.token_embed(tokens),
+                self.embed_tokens(tokens, self.block_references(tokens)),
             ],
             dim=2,
         )
@@ -139,14 +171,16 @@ class DeltaWorldModel(nn.Module):
         """sequence() of frames (B, T, ...) rather than their embeddings."""
         return self.sequence(self.embed_frames(frames), actions, tokens)
 
-    def heads(self, hidden: torch.Tensor) -> DeltaWorldModelOutput:
-        """hidden (B, T * L, D) of whole blocks -> the predictions of every block."""
+    def heads(self, hidden: torch.Tensor, tokens: torch.Tensor) -> DeltaWorldModelOutput:
+        """hidden (B, T * L, D) of the whole blocks of `tokens` (B, T, K) -> the predictions
+        of every block."""
         b, length = hidden.shape[0], self.layout.length
         per_block = hidden.view(b, -1, length, hidden.shape[-1])
         at_action = per_block[:, :, self.layout.ACTION]
+        refs = self.block_references(tokens)
         return DeltaWorldModelOutput(
             hidden,
-            self.token_head(per_block[:, :, self.layout.predicts_token()]),
+            self.token_logits(per_block[:, :, self.layout.predicts_token()], refs),
             self.reward_head(at_action),
             self.end_head(at_action),
             None if self.score_head is None else self.score_head(at_action),
@@ -155,7 +189,7 @@ class DeltaWorldModel(nn.Module):
     def forward(
         self, frames: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
     ) -> DeltaWorldModelOutput:
-        return self.heads(self.transformer(self.blocks(frames, actions, tokens)))
+        return self.heads(self.transformer(self.blocks(frames, actions, tokens)), tokens)
 
     def loss(
         self,
@@ -207,11 +241,13 @@ class DeltaWorldModel(nn.Module):
         inv_temperature: torch.Tensor,
         top_p: torch.Tensor | None,
         gumbel: torch.Tensor,
+        refs: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """extend() that also picks the token each input predicts (gumbel_pick, with `gumbel`
-        (B, T, num_codes)). Returns hidden (B, T, D), tokens (B, T), keys/values."""
+        (B, T, num_codes)), whose references are `refs` (B, T). Returns hidden (B, T, D),
+        tokens (B, T), keys/values."""
         h, new_kv = self.extend(x, position, kv)
-        return h, gumbel_pick(self.token_head(h), inv_temperature, top_p, gumbel), new_kv
+        return h, gumbel_pick(self.token_logits(h, refs), inv_temperature, top_p, gumbel), new_kv
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         """Weight decay on the matrices of linear and conv layers only."""
