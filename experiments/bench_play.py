@@ -100,14 +100,15 @@ def fps_baseline_delta(bundle, steps: int) -> float:
     for _ in range(steps):
         n = min(len(embeddings), wm.cfg.max_frames)
         new = torch.zeros(1, k, dtype=torch.long)
+        # The new tokens refer to the frame before's, known already.
+        refs = wm.block_references(torch.stack([*tokens[len(tokens) - n + 1 :], new], 1))
         for j in range(k):
             window = torch.stack([*tokens[len(tokens) - n + 1 :], new], 1)
-            blocks = wm.sequence(torch.stack(embeddings[-n:], 1), noop.expand(1, n), window)
+            blocks = wm.sequence(torch.stack(embeddings[-n:], 1), noop.expand(1, n), window, refs)
             # The last block up to its action and the tokens so far (the rest is unread).
             h = wm.transformer(blocks[:, : blocks.shape[1] - k + j])
             if j == 0:
                 at_action = h[:, -1]  # who scored is read off the action (the score head)
-            refs = wm.block_references(window)
             ref = None if refs is None else refs[:, -1, j]
             new[:, j] = sample(wm.token_logits(h[:, -1], ref), generator)
         tokens.append(new)

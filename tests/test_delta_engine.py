@@ -66,8 +66,9 @@ def whole_sequence_tokens(game: DeltaGame) -> torch.Tensor:
     """The greedy tokens of the game's last step, as the model says them over its whole
     context at once (no cache): what cached generation must reproduce."""
     wm = game.world_model
-    sequence = wm.sequence(game.embeddings[:, :-1], game.actions, game.tokens)
-    return wm.heads(wm.transformer(sequence), game.tokens).token_logits[:, -1].argmax(-1)
+    refs = wm.block_references(game.tokens)
+    sequence = wm.sequence(game.embeddings[:, :-1], game.actions, game.tokens, refs)
+    return wm.heads(wm.transformer(sequence), refs).token_logits[:, -1].argmax(-1)
 
 
 def test_learned_game_plays_a_delta_world_model_with_the_same_api():

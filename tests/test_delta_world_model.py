@@ -4,7 +4,17 @@ steps of training lower its loss, and the ball's motion makes a flight a copy.""
 import pytest
 import torch
 
-from worldmodel.models.ball_motion import ABSENT, APPEARS, CLASSES, FAR, GONE, MAX_STEP, BallMotion
+from worldmodel.models.ball_motion import (
+    ABSENT,
+    APPEARS,
+    CLASSES,
+    FAR,
+    GONE,
+    MAX_STEP,
+    NULL_CLASS,
+    NULL_REFERENCE,
+    BallMotion,
+)
 from worldmodel.models.ball_slot import COLUMNS, ROWS
 from worldmodel.models.delta_world_model import BlockLayout, DeltaWorldModel, DeltaWorldModelConfig
 
@@ -39,7 +49,9 @@ def test_cached_generation_matches_the_whole_sequence():
     model = DeltaWorldModel(DeltaWorldModelConfig(**TINY)).eval()
     data = batch()
     with torch.no_grad():
-        sequence = model.blocks(**data)
+        embeddings = model.embed_frames(data["frames"])
+        refs = model.block_references(data["tokens"])  # None: no ball motion here
+        sequence = model.sequence(embeddings, data["actions"], data["tokens"], refs)
         whole = model.transformer(sequence)
         cache = model.new_cache(2, torch.device("cpu"))
         pieces = []
@@ -121,8 +133,8 @@ def test_ball_tokens_refer_to_the_frame_before_and_move_by_displacement_classes(
     motion = BallMotion(BALL_IDS, MOTION["num_codes"], 16)
     before = torch.tensor([[BALL_IDS[0] + 50, BALL_IDS[1] + 100, 3], [0, 0, 0]])
     refs = motion.references(before)
-    assert refs[0].tolist() == [50, COLUMNS + 1 + 100, motion.null_reference]
-    assert (refs[1] == motion.null_reference).all()  # zeros: no ball tokens, unknown
+    assert refs[0].tolist() == [50, COLUMNS + 1 + 100, NULL_REFERENCE]
+    assert (refs[1] == NULL_REFERENCE).all()  # zeros: no ball tokens, unknown
     table = motion.table
     assert table[50, BALL_IDS[0] + 54] == MAX_STEP + 4  # four columns to the right
     assert table[COLUMNS + 1 + 100, BALL_IDS[1] + 92] == CLASSES + MAX_STEP - 8  # rows: after
@@ -131,9 +143,9 @@ def test_ball_tokens_refer_to_the_frame_before_and_move_by_displacement_classes(
         table[COLUMNS, BALL_IDS[0] + 7] == APPEARS
         and table[COLUMNS, BALL_IDS[0] + COLUMNS] == ABSENT
     )
-    assert (table[50, : BALL_IDS[0]] == motion.null).all()  # codes have no motion
-    assert (table[50, BALL_IDS[1] :] == motion.null).all()  # nor rows given a column's
-    assert (table[motion.null_reference] == motion.null).all()
+    assert (table[50, : BALL_IDS[0]] == NULL_CLASS).all()  # codes have no motion
+    assert (table[50, BALL_IDS[1] :] == NULL_CLASS).all()  # nor rows given a column's
+    assert (table[NULL_REFERENCE] == NULL_CLASS).all()
     hidden = torch.randn(2, 3, 16)
     assert motion.logits(hidden, refs)[1].eq(0).all()  # no reference: nothing added
     assert motion.input_embedding(before, refs)[1].eq(0).all()

@@ -73,10 +73,12 @@ class DeltaGame(LearnedGame):
     def _prefill(self) -> None:
         """Read the context's whole steps in one forward; its last frame waits for the action."""
         self.cache.reset()
-        whole = self.world_model.sequence(self.embeddings[:, :-1], self.actions, self.tokens)
+        wm = self.world_model
+        refs = wm.block_references(self.tokens)
+        whole = wm.sequence(self.embeddings[:, :-1], self.actions, self.tokens, refs)
         if whole.shape[1]:
             self.forwards += 1
-            self.cache.append(self.world_model.extend(whole, self.cache.position, self.cache.kv)[1])
+            self.cache.append(wm.extend(whole, self.cache.position, self.cache.kv)[1])
         self.unread = self.embeddings[:, -1:]
 
     def _slide_window(self) -> None:

@@ -24,16 +24,20 @@ from worldmodel.models.ball_slot import COLUMNS, ROWS
 MAX_STEP = 12  # full-frame pixels; the ball steps at most 9 rows and 8 columns (frameskip 4)
 FAR, GONE, ABSENT, APPEARS = range(2 * MAX_STEP + 1, 2 * MAX_STEP + 5)
 CLASSES = APPEARS + 1  # a coordinate's motion classes
+NULL_CLASS = 2 * CLASSES  # after the column's classes and the row's
+# References: each coordinate's positions and "no ball" (column's first, row's after them),
+# then the null reference.
+REFERENCE_BASES = (0, COLUMNS + 1)
+NULL_REFERENCE = COLUMNS + 1 + ROWS + 1
 
 
 def _motion_table(first_ids: tuple[int, int], vocab_size: int) -> torch.Tensor:
-    """(references, vocab_size) motion class of each token id given each reference: the
-    column references (COLUMNS + 1 of them, the last "no ball"), the row references, then
-    the null reference. Columns' classes come first, rows' after them; NULL last."""
-    null = 2 * CLASSES
-    table = torch.full((COLUMNS + 1 + ROWS + 1 + 1, vocab_size), null, dtype=torch.long)
-    for offset, (first, positions) in enumerate(zip(first_ids, (COLUMNS, ROWS), strict=True)):
-        ref_base = offset * (COLUMNS + 1)
+    """(references, vocab_size) motion class of each token id given each reference; ids
+    that are not the reference's coordinate (codes, the other coordinate) are null."""
+    table = torch.full((NULL_REFERENCE + 1, vocab_size), NULL_CLASS, dtype=torch.long)
+    for offset, (first, positions, ref_base) in enumerate(
+        zip(first_ids, (COLUMNS, ROWS), REFERENCE_BASES, strict=True)
+    ):
         was = torch.arange(positions + 1)[:, None]  # the reference's position; `positions`: none
         now = torch.arange(positions + 1)[None]  # the token's
         step = now - was
@@ -54,26 +58,26 @@ class BallMotion(nn.Module):
     def __init__(self, first_ids: tuple[int, int], vocab_size: int, d_model: int) -> None:
         super().__init__()
         self.first_ids = first_ids
-        self.null = 2 * CLASSES
-        self.null_reference = COLUMNS + 1 + ROWS + 1
         self.register_buffer("table", _motion_table(first_ids, vocab_size), persistent=False)
-        self.embed = nn.Embedding(self.null + 1, d_model, padding_idx=self.null)
+        self.embed = nn.Embedding(NULL_CLASS + 1, d_model, padding_idx=NULL_CLASS)
         self.head = nn.Sequential(
-            nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, self.null)
+            nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, NULL_CLASS)
         )
-        nn.init.normal_(self.embed.weight, std=0.02)
+        nn.init.normal_(self.embed.weight, std=0.02)  # on the token embeddings' scale
         with torch.no_grad():
-            self.embed.weight[self.null].zero_()
+            self.embed.weight[NULL_CLASS].zero_()  # normal_ overwrote padding_idx's zeros
 
     def references(self, previous: torch.Tensor) -> torch.Tensor:
         """The tokens (..., K) of the frames before -> each next token's reference (..., K):
         the column's is the column before, the row's the row before, the codes' null; null
         too where the tokens before are no ball tokens (padding, or unknown: zeros)."""
-        refs = torch.full_like(previous, self.null_reference)
-        for j, (first, positions) in enumerate(zip(self.first_ids, (COLUMNS, ROWS), strict=True)):
+        refs = torch.full_like(previous, NULL_REFERENCE)
+        for j, (first, positions, ref_base) in enumerate(
+            zip(self.first_ids, (COLUMNS, ROWS), REFERENCE_BASES, strict=True)
+        ):
             position = previous[..., j] - first
             known = (position >= 0) & (position <= positions)
-            refs[..., j] = torch.where(known, position + j * (COLUMNS + 1), self.null_reference)
+            refs[..., j] = torch.where(known, position + ref_base, NULL_REFERENCE)
         return refs
 
     def input_embedding(self, tokens: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:

@@ -151,33 +151,31 @@ class DeltaWorldModel(nn.Module):
         return logits if refs is None else logits + self.motion.logits(hidden, refs)
 
     def sequence(
-        self, frame_embeddings: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
+        self,
+        frame_embeddings: torch.Tensor,
+        actions: torch.Tensor,
+        tokens: torch.Tensor,
+        refs: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Frame embeddings (B, T, D), actions (B, T), the next frames' tokens (B, T, K) ->
-        the input sequence (B, T * L, D), block after block."""
+        """Frame embeddings (B, T, D), actions (B, T), the next frames' tokens (B, T, K) and
+        their references (block_references) -> the input sequence (B, T * L, D), block
+        after block."""
         x = torch.cat(
             [
                 frame_embeddings[:, :, None],
                 self.action_embed(actions)[:, :, None],
-                self.embed_tokens(tokens, self.block_references(tokens)),
+                self.embed_tokens(tokens, refs),
             ],
             dim=2,
         )
         return x.flatten(1, 2)
 
-    def blocks(
-        self, frames: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
-    ) -> torch.Tensor:
-        """sequence() of frames (B, T, ...) rather than their embeddings."""
-        return self.sequence(self.embed_frames(frames), actions, tokens)
-
-    def heads(self, hidden: torch.Tensor, tokens: torch.Tensor) -> DeltaWorldModelOutput:
-        """hidden (B, T * L, D) of the whole blocks of `tokens` (B, T, K) -> the predictions
-        of every block."""
+    def heads(self, hidden: torch.Tensor, refs: torch.Tensor | None) -> DeltaWorldModelOutput:
+        """hidden (B, T * L, D) of whole blocks whose tokens have the references `refs`
+        (B, T, K; block_references) -> the predictions of every block."""
         b, length = hidden.shape[0], self.layout.length
         per_block = hidden.view(b, -1, length, hidden.shape[-1])
         at_action = per_block[:, :, self.layout.ACTION]
-        refs = self.block_references(tokens)
         return DeltaWorldModelOutput(
             hidden,
             self.token_logits(per_block[:, :, self.layout.predicts_token()], refs),
@@ -189,7 +187,9 @@ class DeltaWorldModel(nn.Module):
     def forward(
         self, frames: torch.Tensor, actions: torch.Tensor, tokens: torch.Tensor
     ) -> DeltaWorldModelOutput:
-        return self.heads(self.transformer(self.blocks(frames, actions, tokens)), tokens)
+        refs = self.block_references(tokens)
+        x = self.sequence(self.embed_frames(frames), actions, tokens, refs)
+        return self.heads(self.transformer(x), refs)
 
     def loss(
         self,
