@@ -60,13 +60,14 @@ def test_tokens_the_data_pipeline_stores_are_the_ones_the_module_would_make(slot
         assert made.score_changes is None
 
 
-def test_a_delta_world_model_with_ball_motion_resumes_at_its_step_and_plays(tmp_path, smoke_run):
+def test_a_delta_world_model_resumes_at_its_step_and_plays_with_its_ball_motion(
+    tmp_path, smoke_run
+):
     tokenizer = smoke_run / "tokenizer" / "checkpoints" / "last.ckpt"
     args = [
         "+exp=smoke",
         "stage=world_model",
         f"tokenizer_ckpt={tokenizer}",
-        "world_model.module.model.ball_motion=true",
         f"hydra.run.dir={tmp_path}",
         f"paths.data_dir={smoke_run / 'data'}",
     ]
@@ -91,8 +92,8 @@ def test_a_delta_world_model_with_ball_motion_resumes_at_its_step_and_plays(tmp_
         (["world_model=tiny"], "different designs"),
         (["world_model.init_from=x.ckpt"], "init_from"),
         (
-            ["tokenizer.module.model.ball_slot=false", "world_model.module.model.ball_motion=true"],
-            "ball slot",
+            ["tokenizer.module.model.ball_slot=false"],
+            "ball_motion=false",
         ),
     ],
 )

@@ -139,8 +139,9 @@ def check_before_work(cfg: DictConfig, spec: EnvSpec) -> None:
         and not cfg.tokenizer.module.model.get("ball_slot")
     ):
         raise ValueError(
-            "world_model.module.model.ball_motion=true needs the tokenizer's ball slot "
-            "(tokenizer.module.model.ball_slot=true)"
+            "world_model.module.model.ball_motion=true (the default) needs the tokenizer's ball "
+            "slot: keep tokenizer.module.model.ball_slot=true or add "
+            "world_model.module.model.ball_motion=false"
         )
     if delta_world_model and cfg.world_model.get("init_from"):
         raise ValueError("world_model.init_from (a warm start) is for IRIS world models only")

@@ -21,7 +21,8 @@ WORK=${WORK:-runs/gpu}
 EVAL_ARGS=${EVAL_ARGS:-}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 WANDB_MODE=offline
 
-if [ -d .gpu_wheels ]; then
+# Only where they are missing: the wheels are for the GPU machine's Python 3.12.
+if ! "$PY" -c "import ale_py, gymnasium, hydra, einops, lpips" 2>/dev/null && [ -d .gpu_wheels ]; then
   "$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation .gpu_wheels/*
 fi
 mkdir -p "$OUT" "$WORK"

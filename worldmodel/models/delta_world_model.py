@@ -53,7 +53,10 @@ class DeltaWorldModelConfig:
                 f"max_frames must be >= 2 (a frame and the next), got {self.max_frames}"
             )
         if self.ball_motion and self.ball_ids is None:
-            raise ValueError("ball_motion needs the tokenizer's ball slot (ball_slot=true)")
+            raise ValueError(
+                "ball_motion needs the tokenizer's ball slot (ball_slot=true); "
+                "without it set world_model.module.model.ball_motion=false"
+            )
 
     @property
     def layout(self) -> "BlockLayout":
