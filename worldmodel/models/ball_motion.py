@@ -71,7 +71,9 @@ class BallMotion(nn.Module):
         """The tokens (..., K) of the frames before -> each next token's reference (..., K):
         the column's is the column before, the row's the row before, the codes' null; null
         too where the tokens before are no ball tokens (padding, or unknown: zeros)."""
-        refs = torch.full_like(previous, NULL_REFERENCE)
+        # Contiguous whatever `previous` is (the engine passes a view into its growing token
+        # history): strides that change every step would make torch.compile recompile.
+        refs = torch.full(previous.shape, NULL_REFERENCE, dtype=torch.long, device=previous.device)
         for j, (first, positions, ref_base) in enumerate(
             zip(self.first_ids, (COLUMNS, ROWS), REFERENCE_BASES, strict=True)
         ):
