@@ -177,3 +177,11 @@ def test_with_ball_motion_a_flight_is_learned_as_a_copy_of_the_step_before():
 def test_ball_motion_without_the_ball_slot_is_refused():
     with pytest.raises(ValueError, match="ball slot"):
         DeltaWorldModelConfig(**TINY, ball_motion=True)
+
+
+def test_ball_references_are_contiguous_whatever_the_tokens_before_are():
+    # The engine passes a view into its growing token history: references that kept its
+    # strides would change them every step, and torch.compile would recompile every step.
+    history = torch.zeros(1, 5, 3, dtype=torch.long)
+    refs = BallMotion(BALL_IDS, MOTION["num_codes"], 8).references(history[:, -1])
+    assert refs.is_contiguous() and refs.stride() == (3, 1)
