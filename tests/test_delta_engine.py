@@ -93,8 +93,10 @@ def test_cached_greedy_generation_is_what_the_whole_sequence_says_past_the_windo
             game.step(torch.tensor([t % 6, (t + 1) % 6]))
             lengths.append(game.embeddings.shape[1])
             assert torch.equal(game.tokens[:, -1], whole_sequence_tokens(game)), t
-    # max_frames whole steps and the newest frame; after a slide the 2 kept and the new one
-    assert max(lengths) == 5 and min(lengths) == 3 and lengths.count(3) == 2
+    # max_frames - 1 whole steps (a training segment's last block never predicts tokens, so
+    # no step samples there) and the newest frame; after a slide the 2 kept and the new one
+    assert max(lengths) == 4 and min(lengths) == 3 and lengths.count(3) == 3
+    assert game.world_model.cfg.predicting_positions == 3 * game.layout.length
 
 
 def test_every_input_width_compiles_in_the_background_never_in_the_step():

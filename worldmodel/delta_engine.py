@@ -95,7 +95,7 @@ class DeltaGame(LearnedGame):
         k = self.cfg.tokens_per_frame
         # This step reads the unread inputs, the action and K-1 tokens (the last token waits
         # for the frame it draws).
-        if self.cache.length + self.unread.shape[1] + k > self.cache.capacity:
+        if self.cache.length + self.unread.shape[1] + k > self.cfg.predicting_positions:
             self._slide_window()
         actions = actions.to(self.device).long().view(-1)
         sampling_games = self._sampling_games(len(actions))

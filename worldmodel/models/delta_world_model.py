@@ -66,6 +66,14 @@ class DeltaWorldModelConfig:
     def block_size(self) -> int:
         return self.max_frames * self.layout.length
 
+    @property
+    def predicting_positions(self) -> int:
+        """The positions whose token predictions training teaches: a training segment holds
+        max_frames frames and the last one's next frame is not in it, so the last block's
+        tokens are never targets. Generation samples a step's tokens only within these
+        (past them the model draws whatever untrained positions say: a ghost ball)."""
+        return self.block_size - self.layout.length
+
 
 @dataclass(frozen=True)
 class BlockLayout:
