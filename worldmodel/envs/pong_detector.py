@@ -100,13 +100,6 @@ _COLOUR_PROJECTION = {
 }
 
 
-def paddle_colour_weights(side: str) -> np.ndarray:
-    """(3, 2): a pixel's deviation from the background times these gives two estimates of
-    the share of it the `side` paddle fills (its colour projection, blind to nothing; and
-    the paddle unmixed from white, blind to the ball); the smaller is the detector's."""
-    return np.stack([_COLOUR_PROJECTION[side], _PADDLE_UNMIX[side]], 1)
-
-
 def _window_argmax(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Start and sum of the best `window`-long run along the last axis of (B, N), and the
     sum of the best run that does not overlap it (a second object)."""
@@ -127,7 +120,7 @@ def _find_paddle(
     # sees the ball (white projects 2.5x onto orange); unmixing paddle colour from white
     # ignores the ball but is noisy (std-2 noise alone gave phantom paddles of 0.6 rows).
     # A pixel holds as much paddle as the smaller of the two says.
-    mass = (near @ paddle_colour_weights(side)).min(-1)  # (B, H, C)
+    mass = np.minimum(near @ _COLOUR_PROJECTION[side], near @ _PADDLE_UNMIX[side])  # (B, H, C)
     mass = np.where(geo.ball_rows[None, :, None], mass, 0.0).sum(-1)  # (B, H) row profile
     # The best paddle-length window, so that a stray ghost elsewhere does not pull the
     # centroid away from the paddle.

@@ -13,8 +13,7 @@ embedding shows the score, and no step spends a forward on a token that is nearl
 "nobody".
 
 With `ball_motion` (and the ball slot), each ball token is read and predicted also as its
-step from the frame before's (ball_motion.py): a flight becomes a copy. With `paddle_rows`
-the frame's embedding also says exactly where the paddles are (paddle_rows.py).
+step from the frame before's (ball_motion.py): a flight becomes a copy.
 """
 
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from torch import nn
 from worldmodel.frames import to_float_frames
 from worldmodel.models.ball_motion import BallMotion
 from worldmodel.models.delta_tokenizer import DeltaTokenizerConfig, conv_stack
-from worldmodel.models.paddle_rows import PaddleRows
 from worldmodel.models.score_slot import CHANGES
 from worldmodel.models.transformer import KVCache, Transformer, TransformerConfig, init_gpt2_weights
 from worldmodel.models.world_model import gumbel_pick, head
@@ -38,7 +36,6 @@ class DeltaWorldModelConfig:
     score_change: bool = False  # predict the tokenizer's score change token from the action
     ball_ids: tuple[int, int] | None = None  # the tokenizer's ball slot's first ids, if any
     ball_motion: bool = False  # the ball's tokens also as steps from the frame before's
-    paddle_rows: bool = False  # Pong's paddles' rows read off each frame, with its embedding
     num_codes: int = 1024  # token ids: the tokenizer's vocab_size
     num_actions: int = 6
     max_frames: int = 26  # context length in steps (blocks)
@@ -133,7 +130,6 @@ class DeltaWorldModel(nn.Module):
         self.motion = (
             BallMotion(tuple(cfg.ball_ids), cfg.num_codes, cfg.d_model) if cfg.ball_motion else None
         )
-        self.paddles = PaddleRows(cfg.resolution, cfg.d_model) if cfg.paddle_rows else None
         init_gpt2_weights(self.transformer, cfg.n_layers)
         for table in (self.action_embed, self.token_embed):  # on the position embeddings' scale
             nn.init.normal_(table.weight, std=0.02)
@@ -142,10 +138,7 @@ class DeltaWorldModel(nn.Module):
         """(..., H, W, 3) uint8 or (..., 3, H, W) float frames -> (..., D)."""
         lead = frames.shape[:-3]
         x = to_float_frames(frames.flatten(0, len(lead) - 1) if lead else frames[None])
-        embedding = self.frame_cnn(x * 2 - 1)
-        if self.paddles is not None:
-            embedding = embedding + self.paddles(x)
-        return embedding.view(*lead, -1)
+        return self.frame_cnn(x * 2 - 1).view(*lead, -1)
 
     def references(self, previous: torch.Tensor) -> torch.Tensor | None:
         """The tokens (..., K) of the frames before -> the references of the next frames'
