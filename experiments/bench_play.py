@@ -11,6 +11,8 @@ Measured in one run, so the ratios hold on a noisy machine:
   baseline   a plain generate(): no cache, the whole context re-run for every token
   batch16/64 the compiled engine with 16 / 64 games at once (frames/s over all games):
              what training a policy in imagination would get
+and the multiply-adds a frame costs (matrix products and convolutions), with the compute rate
+they make at batch 64: what bounds imagination once the per-call overheads are shared.
 """
 
 import argparse
@@ -120,6 +122,18 @@ def fps_baseline_delta(bundle, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def multiply_adds_per_frame(bundle) -> float:
+    """The multiply-adds of one step of one game, as a batch steps it (no speculation)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    game = LearnedGame(bundle.tokenizer, bundle.world_model, seed=0, speculative=False)
+    game.reset(start_frames(bundle, 1))
+    game.step(torch.zeros(1, dtype=torch.long))  # a step after the first: cache in use
+    with FlopCounterMode(display=False) as counter:
+        game.step(torch.zeros(1, dtype=torch.long))
+    return counter.get_total_flops() / 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", nargs="?", default="models/pong_tiny.bundle.ckpt")
@@ -154,6 +168,7 @@ def main() -> None:
     results["forwards_per_frame"] = forwards  # the last round's
     results["ratio"] = results["fps_cached"] / results["fps_baseline"]
     results["threads"] = args.threads
+    results["multiply_adds_per_frame"] = macs = multiply_adds_per_frame(bundle)
     labels = {
         "fps_cached": "engine: KV cache, speculative, torch.compile, batch 1",
         "fps_sequential": "engine, sequential (one forward per token), batch 1",
@@ -172,6 +187,11 @@ def main() -> None:
         speculative = results["fps_cached"] / results["fps_sequential"]
         rows.append(["speculative / sequential", f"{speculative:.2f}x", ""])
     rows.append(["compiled / eager", f"{results['fps_cached'] / results['fps_eager']:.2f}x", ""])
+    rows.append(
+        ["multiply-adds a frame (matrix products, convolutions)", f"{macs / 1e6:.0f} M", ""]
+    )
+    gflops = 2 * macs * results["fps_batch64"] / 1e9
+    rows.append(["compute rate at batch 64", f"{gflops:.0f} GFLOP/s", ""])
     write_report(
         args.out,
         "bench_play",
