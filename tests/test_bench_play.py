@@ -34,12 +34,12 @@ def decode_multiply_adds(tokenizer: DeltaTokenizer) -> float:
 def test_a_frame_counts_its_decode_once_beside_the_world_model(tmp_path):
     torch.manual_seed(0)
     world_model = DeltaWorldModel(DeltaWorldModelConfig(**WORLD_MODEL)).eval()
-    counts, decodes = [], []
+    bench, counts, decodes = bench_play(), [], []
     for channels in (8, 16):  # the same world model, a wider tokenizer
         tokenizer = DeltaTokenizer(DeltaTokenizerConfig(**{**TOKENIZER, "channels": channels}))
         path = tmp_path / f"{channels}.ckpt"
         bundle = load_bundle(save_bundle(path, tokenizer, world_model, EnvSpec(), ("NOOP",) * 6))
-        counts.append(bench_play().multiply_adds_per_frame(bundle))
+        counts.append(bench.multiply_adds_per_frame(bundle))
         decodes.append(decode_multiply_adds(bundle.tokenizer))
     assert counts[0] > decodes[0] > 0  # the world model's forwards and the embedding too
     assert counts[1] - counts[0] == decodes[1] - decodes[0]
