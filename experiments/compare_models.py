@@ -23,6 +23,7 @@ OPEN_LOOP = (  # (metric, label, horizons, format)
     ("player_paddle_err_px", "player paddle error (px)", (1, 10, 30), ".2f"),
     ("opponent_paddle_err_px", "opponent paddle error (px)", (1, 10), ".2f"),
     ("ball_err_px", "ball error (px; a missing ball counts the largest)", (1, 5, 10), ".1f"),
+    ("ball_in_play_err_px", "... of balls in play since the context (px)", (1, 5, 10), ".1f"),
     ("ball_present_agreement", "ball presence agreement", (1, 5, 10), ".2f"),
     ("psnr_db", "PSNR (dB)", (1, 10, 30), ".1f"),
 )
@@ -35,7 +36,8 @@ def open_loop_rows(runs: list[dict], part: str = "") -> list[list[str]]:
             for h in horizons:
                 cells = []
                 for run in runs:
-                    values = (run[part] if part else run)[dream][metric]
+                    # An eval older than a metric leaves its cells empty.
+                    values = (run[part] if part else run)[dream].get(metric, [])
                     cells.append(format(values[h - 1], fmt) if h <= len(values) else "-")
                 rows.append([f"{dream}: {label}, h={h}", *cells])
     return rows

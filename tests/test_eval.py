@@ -34,6 +34,7 @@ def test_fidelity_eval_writes_a_report_with_baselines(smoke_run, tmp_path):
             "player_paddle_err_px",
             "opponent_paddle_err_px",
             "ball_err_px",
+            "ball_in_play_err_px",
             "ball_present_agreement",
             "psnr_db",
         ):
@@ -156,6 +157,33 @@ def test_a_dropped_ball_counts_as_the_largest_error():
     with_ball[0, 0, 30:32, 30] = 236
     metrics = per_step_metrics(with_ball, frame)  # the other frame lost the ball
     assert metrics["ball_err_px"][0] == np.hypot(64, 64)
+
+
+def test_ball_in_play_error_leaves_out_serves_and_points():
+    from worldmodel.eval.fidelity import ball_in_play, detect_rollouts, per_step_metrics
+
+    background = np.zeros((64, 64, 3), np.uint8)
+    background[...] = (144, 72, 17)
+
+    def frames(xs: list) -> np.ndarray:
+        out = np.repeat(background[None], len(xs), 0)
+        for t, x in enumerate(xs):
+            if x is not None:
+                out[t, 30:32, x] = 236
+        return out
+
+    # Rollout 0: in play all along, the dream 3 px off. Rollout 1: no ball in the context
+    # frame, a serve at step 1 that the dream misses. Rollout 2: in play, then a point at
+    # step 2 (the real ball leaves) that the dream misses; then a new serve.
+    real = np.stack([frames([20, 22, 24]), frames([30, 32, 34]), frames([50, None, 10])])
+    dream = np.stack([frames([23, 25, 27]), frames([None, None, None]), frames([50, 52, 54])])
+    context = np.stack([frames([18]), frames([None]), frames([48])])[:, 0]
+    in_play = ball_in_play(detect_rollouts(real), context)
+    assert in_play.tolist() == [[True] * 3, [False] * 3, [True, False, False]]
+    metrics = per_step_metrics(real, dream, in_play=in_play)
+    assert metrics["ball_in_play_err_px"].tolist() == [1.5, 3.0, 3.0]
+    # Over all rollouts the missed serve counts as the largest error.
+    assert metrics["ball_err_px"][0] > 20
 
 
 def test_ball_motion_counts_bounces_on_a_drawn_track():

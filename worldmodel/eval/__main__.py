@@ -31,6 +31,7 @@ from worldmodel.eval.closed_loop import closed_loop
 from worldmodel.eval.events import Court
 from worldmodel.eval.fidelity import (
     Rollouts,
+    ball_in_play,
     ball_motion,
     detect_rollouts,
     open_loop_events,
@@ -100,8 +101,12 @@ def open_loop(
         if real_objects is None:
             real_objects = detect_rollouts(rollouts.real)
             court = Court(*rollouts.real.shape[2:4])
+            in_play = ball_in_play(real_objects, rollouts.copy_last[:, 0])
+            results["ball_in_play_rollouts"] = in_play.sum(0).tolist()
         objects = detect_rollouts(rollouts.imagined)
-        metrics = per_step_metrics(rollouts.real, rollouts.imagined, (real_objects, objects))
+        metrics = per_step_metrics(
+            rollouts.real, rollouts.imagined, (real_objects, objects), in_play
+        )
         results[name] = {k: v.tolist() for k, v in metrics.items()}
         results["ball_motion"][name] = ball_motion(rollouts.imagined, objects)
         if cfg.events:
@@ -115,7 +120,7 @@ def open_loop(
         ("tokenizer_ceiling", rollouts.reconstructed),
     ):
         objects = detect_rollouts(other)
-        metrics = per_step_metrics(rollouts.real, other, (real_objects, objects))
+        metrics = per_step_metrics(rollouts.real, other, (real_objects, objects), in_play)
         results[name] = {k: v.tolist() for k, v in metrics.items()}
         if name == "tokenizer_ceiling":
             results["ball_motion"][name] = ball_motion(other, objects)
@@ -191,6 +196,8 @@ def write_report(
         "",
         report.horizon_table(results, cfg.horizon),
         "",
+        report.in_play_note(results["ball_in_play_rollouts"], cfg.rollouts, cfg.horizon),
+        "",
         f"Points (rewards) in these rollouts: real {rewards['real_points']}, predicted "
         f"{rewards['predicted_points']}, matched (same sign within 2 steps, one to one) "
         f"{rewards['points_matched']}.",
@@ -220,6 +227,10 @@ def write_report(
             "Held-out random-policy episodes, per horizon:",
             "",
             report.horizon_table(results["random_policy"], cfg.horizon),
+            "",
+            report.in_play_note(
+                results["random_policy"]["ball_in_play_rollouts"], cfg.rollouts, cfg.horizon
+            ),
             "",
         ]
     if "tokenizer" in results:

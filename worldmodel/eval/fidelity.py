@@ -140,11 +140,25 @@ def detect_rollouts(frames: np.ndarray) -> PongObjects:
     return detect(frames.reshape(-1, *frames.shape[2:]))
 
 
+def ball_in_play(real: PongObjects, last_context: np.ndarray) -> np.ndarray:
+    """(B, H): whether the real ball has been in play since the last context frame (B, h, w,
+    3) up to each step: seen there and in every real frame since. Such a ball's flight follows
+    from the context; a serve's step does not (Pong serves at random), nor does a ball after
+    a point."""
+    before = detect(last_context).ball_present
+    seen = np.concatenate([before[:, None], real.ball_present.reshape(len(before), -1)], 1)
+    return np.logical_and.accumulate(seen, axis=1)[:, 1:]
+
+
 def per_step_metrics(
-    real: np.ndarray, other: np.ndarray, objects: tuple[PongObjects, PongObjects] | None = None
+    real: np.ndarray,
+    other: np.ndarray,
+    objects: tuple[PongObjects, PongObjects] | None = None,
+    in_play: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per horizon step (averaged over rollouts): detector errors and PSNR. `objects`: the
-    two arrays' detect_rollouts, where the caller has them already."""
+    two arrays' detect_rollouts, where the caller has them already. With `in_play` (see
+    ball_in_play), also the ball error over the rollouts whose real ball was in play."""
     b, h = real.shape[:2]
     a, o = (detect_rollouts(real), detect_rollouts(other)) if objects is None else objects
 
@@ -160,13 +174,16 @@ def per_step_metrics(
     )
     diff = (real.astype(np.float32) - other.astype(np.float32)) / 255
     mse = (diff**2).reshape(b, h, -1).mean(-1)
-    return {
+    metrics = {
         "player_paddle_err_px": _nanmean(grid(np.abs(a.player_y - o.player_y)), 0),
         "opponent_paddle_err_px": _nanmean(grid(np.abs(a.opponent_y - o.opponent_y)), 0),
         "ball_err_px": _nanmean(ball_err, 0),
         "ball_present_agreement": (grid(a.ball_present) == grid(o.ball_present)).mean(0),
         "psnr_db": (10 * np.log10(1.0 / np.maximum(mse, 1e-10))).mean(0),
     }
+    if in_play is not None:
+        metrics["ball_in_play_err_px"] = _nanmean(np.where(in_play, ball_err, np.nan), 0)
+    return metrics
 
 
 def ball_motion(

@@ -33,6 +33,15 @@ def horizon_table(per_source: dict, horizon: int, sources: tuple[str, ...] = SOU
     return "\n".join(lines)
 
 
+def in_play_note(counts: list[int], rollouts: int, horizon: int) -> str:
+    """What ball_in_play_err_px averages over, per step: a sentence under a horizon table."""
+    shown = ", ".join(f"h={s}: {counts[s - 1]}" for s in REPORT_STEPS if s <= horizon)
+    return (
+        "ball_in_play_err_px: the ball error over the rollouts whose real ball has been in play "
+        f"since the last context frame, with no serve or point to time ({shown} of {rollouts})."
+    )
+
+
 def motion_table(motion: dict) -> str:
     sources = ("real", "tokenizer_ceiling", "model", "model_greedy")
     lines = ["| ball, over all steps | " + " | ".join(sources) + " |", "|---|" + "---:|" * 4]
