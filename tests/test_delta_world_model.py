@@ -185,3 +185,45 @@ def test_ball_references_are_contiguous_whatever_the_tokens_before_are():
     history = torch.zeros(1, 5, 3, dtype=torch.long)
     refs = BallMotion(BALL_IDS, MOTION["num_codes"], 8).references(history[:, -1])
     assert refs.is_contiguous() and refs.stride() == (3, 1)
+
+
+def test_turns_are_where_the_balls_motion_changes_direction_or_kind():
+    motion = BallMotion(BALL_IDS, MOTION["num_codes"], 8)
+    # Columns: steps +8, +4, +8 (one flight), then -4 (a return), then gone (a point), gone
+    # for good; rows: still all along; the code never turns.
+    columns = [40, 48, 52, 60, 56, COLUMNS, COLUMNS]
+    tokens = torch.tensor([[[BALL_IDS[0] + c, BALL_IDS[1] + 100, 3] for c in columns]])
+    tokens[0, 5:, 1] = BALL_IDS[1] + ROWS  # no ball: no row either
+    turns = motion.turns(
+        tokens, motion.references(torch.nn.functional.pad(tokens[:, :-1], (0, 0, 1, 0)))
+    )
+    assert turns[0, :, 0].tolist() == [False, False, False, False, True, True, True]
+    assert turns[0, :, 1].tolist() == [False, False, False, False, False, True, True]
+    assert not turns[0, :, 2].any()
+
+
+def test_turn_weight_weighs_the_tokens_where_the_ball_turns():
+    frames = torch.zeros(2, 4, 16, 16, 3, dtype=torch.uint8)
+    actions = torch.zeros(2, 4, dtype=torch.long)
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    targets = {"rewards": torch.zeros(2, 4), "ends": ~mask, "steps": mask, "next_frames": mask}
+    flight, turning = flights(2, 4), flights(2, 4)
+    turning[:, 3, 0] = 2 * turning[:, 2, 0] - turning[:, 3, 0]  # the last column step reversed
+    losses = {}
+    for weight in (1.0, 5.0):
+        torch.manual_seed(0)
+        cfg = DeltaWorldModelConfig(
+            **MOTION, resolution=16, ball_ids=BALL_IDS, ball_motion=True, turn_weight=weight
+        )
+        model = DeltaWorldModel(cfg)
+        for name, tokens in (("flight", flight), ("turning", turning)):
+            losses[name, weight] = model.loss(frames, actions, tokens, **targets)[0]["tokens"]
+    assert torch.isclose(losses["flight", 1.0], losses["flight", 5.0])  # nothing turns
+    assert not torch.isclose(losses["turning", 1.0], losses["turning", 5.0])
+
+
+def test_a_turn_weight_below_one_or_without_ball_motion_is_refused():
+    with pytest.raises(ValueError, match="turn_weight must be >= 1"):
+        DeltaWorldModelConfig(**MOTION, ball_ids=BALL_IDS, ball_motion=True, turn_weight=0.5)
+    with pytest.raises(ValueError, match="turn_weight needs ball_motion"):
+        DeltaWorldModelConfig(**TINY, turn_weight=2.0)
