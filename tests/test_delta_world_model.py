@@ -189,8 +189,9 @@ def test_ball_references_are_contiguous_whatever_the_tokens_before_are():
 
 def test_turns_are_where_the_balls_motion_changes_direction_or_kind():
     motion = BallMotion(BALL_IDS, MOTION["num_codes"], 8)
-    # Columns: steps +8, +4, +8 (one flight), then -4 (a return), then gone (a point), gone
-    # for good; rows: still all along; the code never turns.
+    # Columns: steps +8, +4, +8 (one flight, one direction), -4 (a return), then the ball
+    # goes (a point) and is absent after (each a new kind of motion); rows: still until the
+    # ball goes; the code never turns. The first two frames have no motion before them.
     columns = [40, 48, 52, 60, 56, COLUMNS, COLUMNS]
     tokens = torch.tensor([[[BALL_IDS[0] + c, BALL_IDS[1] + 100, 3] for c in columns]])
     tokens[0, 5:, 1] = BALL_IDS[1] + ROWS  # no ball: no row either
