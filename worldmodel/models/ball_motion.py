@@ -17,7 +17,6 @@ class: no embedding, no added logit. One table (reference, token id) -> class se
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from worldmodel.models.ball_slot import COLUMNS, ROWS
@@ -93,15 +92,3 @@ class BallMotion(nn.Module):
         motion = self.head(hidden)
         motion = torch.cat([motion, motion.new_zeros(*motion.shape[:-1], 1)], -1)  # null: 0
         return motion.gather(-1, self.table[refs])
-
-    def turns(self, tokens: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, T, K) of consecutive frames and their references -> (B, T, K) bool: the
-        ball tokens whose motion is not the frame before's: its direction along the token's
-        axis turns (a bounce, a return), or the ball appears, goes or jumps (a serve, a
-        point). Steps of 1 and 2 px within a flight are the same motion: its direction."""
-        classes = self.table[refs, tokens]
-        motion = classes % CLASSES  # the column's classes and the row's alike
-        kind = torch.where(motion < FAR, (motion - MAX_STEP).sign() + 1, motion)  # 0 1 2: - 0 +
-        kind = torch.where(classes == NULL_CLASS, -1, kind)
-        before = F.pad(kind[:, :-1], (0, 0, 1, 0), value=-1)
-        return (kind != before) & (kind >= 0) & (before >= 0)

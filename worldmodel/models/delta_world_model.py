@@ -46,9 +46,6 @@ class DeltaWorldModelConfig:
     resolution: int = 64
     frame_channels: int = 16  # the frame CNN's first width (x2 at each of 3 downsamplings)
     frame_latent: int = 4  # its output channels at 8x8: 256 numbers, projected to d_model
-    # The token loss's weight on the ball tokens where its motion turns (BallMotion.turns:
-    # bounces, returns, serves, points; a few percent of them), against 1 elsewhere.
-    turn_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_frames < 2:
@@ -60,10 +57,6 @@ class DeltaWorldModelConfig:
                 "ball_motion needs the tokenizer's ball slot (ball_slot=true); "
                 "without it set world_model.module.model.ball_motion=false"
             )
-        if self.turn_weight < 1:
-            raise ValueError(f"turn_weight must be >= 1, got {self.turn_weight}")
-        if self.turn_weight != 1 and not self.ball_motion:
-            raise ValueError("turn_weight needs ball_motion=true (the ball's motion classes)")
 
     @property
     def layout(self) -> "BlockLayout":
@@ -226,17 +219,10 @@ class DeltaWorldModel(nn.Module):
         after it is too (its tokens and score change (B, T), with the score slot, exist)."""
         out = self(frames, actions, tokens)
         has_tokens = steps & next_frames
-        token_losses = F.cross_entropy(
-            out.token_logits[has_tokens].flatten(0, 1),
-            tokens[has_tokens].flatten(),
-            reduction="none",
-        )
-        weights = torch.ones_like(token_losses)
-        if self.cfg.turn_weight != 1:
-            turns = self.motion.turns(tokens, self.block_references(tokens))[has_tokens]
-            weights = 1 + (self.cfg.turn_weight - 1) * turns.flatten().float()
         terms = {
-            "tokens": (weights * token_losses).sum() / weights.sum(),
+            "tokens": F.cross_entropy(
+                out.token_logits[has_tokens].flatten(0, 1), tokens[has_tokens].flatten()
+            ),
             "reward": F.cross_entropy(out.reward_logits[steps], (rewards.sign() + 1).long()[steps]),
             "end": F.cross_entropy(out.end_logits[steps], ends.long()[steps]),
         }
